@@ -1,0 +1,28 @@
+"""What upstream hard-codes, as configuration (SPEC A5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    # A request without a Deadline must start within one calendar month.
+    default_deadline_months: int = 1
+    # A job ends this long after it starts or was last prolonged.
+    job_timeout: float = 3600.0
+    # How many times one job may be prolonged; None = no limit (upstream).
+    prolong_limit: int | None = 168
+    # Terminal requests older than this are purged from history; None = keep.
+    retention: float | None = 30 * 86400.0
+    # The message a dryad shows on its OLED when put in maintenance.
+    maintenance_message: str = "maintenance"
+
+    def __post_init__(self) -> None:
+        if self.default_deadline_months < 1:
+            raise ValueError("default_deadline_months must be at least 1")
+        if self.job_timeout <= 0:
+            raise ValueError("job_timeout must be positive")
+        if self.prolong_limit is not None and self.prolong_limit < 0:
+            raise ValueError("prolong_limit must not be negative")
+        if self.retention is not None and self.retention <= 0:
+            raise ValueError("retention must be positive")

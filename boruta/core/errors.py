@@ -1,0 +1,146 @@
+"""Every error the core can raise, with a stable code and upstream's message.
+
+The code is what travels on the wire and what scripts match on; the message
+is upstream Boruta's text (SPEC B1.7-1.8) so that people recognise it.
+"""
+from __future__ import annotations
+
+
+class BorutaError(Exception):
+    """Base class: `code` is stable, `message` is for people."""
+
+    code: str = "internal"
+    default_message: str = "Boruta's internal logic error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message if message is not None else self.default_message
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class NotFoundError(BorutaError):
+    """`<what> not found`; `what` is "Request", "Worker", "Job", "request"..."""
+
+    code = "not_found"
+
+    def __init__(self, what: str = "Request") -> None:
+        self.what = what
+        super().__init__(f"{what} not found")
+
+
+class InternalLogicError(BorutaError):
+    code = "internal"
+
+
+class BadArgumentError(BorutaError):
+    """A call's argument has the wrong type or shape (our addition)."""
+
+    code = "bad_argument"
+    default_message = "invalid argument"
+
+
+class PriorityError(BorutaError):
+    code = "bad_priority"
+    default_message = "requested priority out of bounds"
+
+
+class InvalidTimeRangeError(BorutaError):
+    code = "invalid_time_range"
+    default_message = "requested time range illegal - ValidAfter must be before Deadline"
+
+
+class DeadlineInThePastError(BorutaError):
+    code = "deadline_in_the_past"
+    default_message = "deadline in the past"
+
+
+class WorkerNotAssignedError(BorutaError):
+    code = "worker_not_assigned"
+    default_message = "worker not assigned"
+
+
+class ModificationForbiddenError(BorutaError):
+    code = "modification_forbidden"
+    default_message = "action cannot be executed in current state"
+
+
+class ProlongLimitError(BorutaError):
+    """Our addition: upstream never limited ProlongAccess."""
+
+    code = "prolong_limit"
+    default_message = "access cannot be prolonged any more"
+
+
+class MissingUUIDError(BorutaError):
+    code = "missing_uuid"
+    default_message = "Capabilities are missing UUID entry"
+
+
+class InMaintenanceError(BorutaError):
+    code = "in_maintenance"
+    default_message = "It is forbidden to set FAIL state when Worker is in MAINTENANCE state"
+
+
+class NotInFailOrMaintenanceError(BorutaError):
+    code = "not_in_fail_or_maintenance"
+    default_message = "Worker is not in FAIL or MAINTENANCE state"
+
+
+class WrongStateArgumentError(BorutaError):
+    code = "wrong_state_argument"
+    default_message = "Only state changes to IDLE and MAINTENANCE are allowed"
+
+
+class ForbiddenStateChangeError(BorutaError):
+    code = "forbidden_state_change"
+    default_message = "Invalid state transition was requested"
+
+
+class NoMatchingWorkerError(BorutaError):
+    """NewRequest whose caps and groups no registered worker can satisfy (SPEC A4)."""
+
+    code = "no_matching_worker"
+    default_message = "No matching worker"
+
+
+class MissingIPError(BorutaError):
+    code = "missing_ip"
+    default_message = "IP address is missing from address"
+
+
+class MissingPortError(BorutaError):
+    code = "missing_port"
+    default_message = "Port is missing from address"
+
+
+class InvalidAddressError(BorutaError):
+    code = "invalid_address"
+    default_message = "invalid address"
+
+
+class WrongSortItemError(BorutaError):
+    code = "wrong_sort_item"
+    default_message = "unknown name of item by which list should be sorted"
+
+
+class WrongSortOrderError(BorutaError):
+    code = "wrong_sort_order"
+    default_message = "unknown sort order (valid: ascending or descending)"
+
+
+class WrongListDirectionError(BorutaError):
+    code = "wrong_list_direction"
+    default_message = "unknown direction (valid: forward or backward)"
+
+
+def all_error_classes() -> list[type[BorutaError]]:
+    """Every concrete error class, for the wire codec's code -> class table."""
+    seen: list[type[BorutaError]] = []
+    stack: list[type[BorutaError]] = [BorutaError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen

@@ -1,0 +1,649 @@
+"""The scheduler: requests, workers, timers and the matcher in one object.
+
+It is the functional core of Boruta. Calls (from clients, dryads and the
+shell's completions) go in; state changes happen synchronously; what must
+happen in the world comes out as effects (`drain_effects()`), which the
+shell carries out. No I/O, no threads, no wall clock: time comes from the
+injected clock, and `advance()` fires the timers that are due.
+
+Every public call first catches up with the clock (fires due timers in
+chronological order), then validates its arguments completely before it
+changes anything, so a refused call leaves no trace.
+
+Rules: shared/SPEC.md Part B, with the departures of Part A (INVALID used,
+no upstream defects, acquire answered by the shell as soon as assigned).
+"""
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator, Mapping
+
+from boruta.core import effects as fx
+from boruta.core.clock import Clock, SystemClock
+from boruta.core.config import SchedulerConfig
+from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
+                                ForbiddenStateChangeError, InMaintenanceError,
+                                InvalidTimeRangeError, ModificationForbiddenError,
+                                NoMatchingWorkerError, NotFoundError,
+                                NotInFailOrMaintenanceError, PriorityError, ProlongLimitError,
+                                WorkerNotAssignedError, WrongStateArgumentError)
+from boruta.core.listing import (REQUEST_SORT_KEYS, WORKER_SORT_KEYS, page_limit, paginate,
+                                 sort_key)
+from boruta.core.matching import make_matcher
+from boruta.core.reference import caps_satisfied, groups_satisfied
+from boruta.core.timers import RequestTimers, TimerKind
+from boruta.core.types import (HI_PRIO, LO_PRIO, AccessInfo, JobInfo, ListInfo, Paginator,
+                               ReqInfo, ReqState, RequestFilter, SortInfo, UserInfo,
+                               WorkerFilter, WorkerInfo, WorkerState, to_datetime,
+                               to_timestamp)
+from boruta.core.validation import (address_port, check_address, check_caps, check_groups,
+                                    check_int, check_time, check_worker_caps)
+
+RS, WS = ReqState, WorkerState
+
+
+def add_months(ts: float, months: int) -> float:
+    """Go's AddDate(0, months, 0): the day overflows into the next month (Jan 31 -> Mar 3)."""
+    moment = datetime.fromtimestamp(ts, timezone.utc)
+    month0 = moment.month - 1 + months
+    first = moment.replace(year=moment.year + month0 // 12, month=month0 % 12 + 1, day=1)
+    return (first + timedelta(days=moment.day - 1)).timestamp()
+
+
+class _Request:
+    __slots__ = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
+                 "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at")
+
+    def __init__(self, req_id: int, priority: int, groups: tuple[str, ...],
+                 caps: tuple[tuple[str, str], ...], valid_after: float, deadline: float,
+                 seq: int) -> None:
+        self.id = req_id
+        self.priority = priority
+        self.groups = groups
+        self.caps = caps                     # interned sorted items, shared: never mutate
+        self.valid_after = valid_after
+        self.deadline = deadline
+        self.state = RS.WAIT
+        self.job_worker: str | None = None
+        self.job_timeout: float | None = None
+        self.seq = seq                       # place in its priority's FIFO
+        self.handle: int | None = None       # in the matcher while not None
+        self.prolongs = 0
+        self.ended_at: float | None = None
+
+    def info(self) -> ReqInfo:
+        job = None
+        if self.job_worker is not None and self.job_timeout is not None:
+            job = JobInfo(self.job_worker, to_datetime(self.job_timeout))
+        return ReqInfo(self.id, self.priority, UserInfo(self.groups),
+                       to_datetime(self.deadline), to_datetime(self.valid_after),
+                       self.state, job, dict(self.caps))
+
+
+class _Worker:
+    __slots__ = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
+                 "username", "fail_reason", "op", "job")
+
+    def __init__(self, uuid: str, caps: dict[str, str], dryad_address: str,
+                 ssh_address: str) -> None:
+        self.uuid = uuid
+        self.caps = caps
+        self.groups: tuple[str, ...] = ()
+        self.state = WS.MAINTENANCE
+        self.dryad_address = dryad_address
+        self.ssh_address = ssh_address
+        self.key: Any = None
+        self.username: str | None = None
+        self.fail_reason: str | None = None
+        self.op = 0                          # number of the transition in flight
+        self.job: int | None = None
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(self.uuid, self.state, self.groups, dict(self.caps),
+                          self.fail_reason, self.dryad_address, self.ssh_address)
+
+
+class Scheduler:
+    """Requests, Workers and Superviser operations of the seed, in one state machine."""
+
+    def __init__(self, clock: Clock | None = None, config: SchedulerConfig | None = None,
+                 matcher: str | None = None) -> None:
+        self.clock = clock or SystemClock()
+        self.config = config or SchedulerConfig()
+        self._matcher = make_matcher(matcher)
+        self._requests: dict[int, _Request] = {}
+        self._workers: dict[str, _Worker] = {}
+        self._timers = RequestTimers()
+        self._effects: list[fx.Effect] = []
+        self._last_id = 0
+        self._seq = itertools.count(1)
+        self._caps_pool: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._now = self.clock.now()
+
+    @property
+    def matcher_kind(self) -> str:
+        return "compiled" if getattr(self._matcher, "compiled", False) else "reference"
+
+    # ------------------------------------------------------------------ effects, time
+    def drain_effects(self) -> list[fx.Effect]:
+        """Everything the shell must do since the last drain, in order."""
+        out, self._effects = self._effects, []
+        return out
+
+    def next_timer(self) -> float | None:
+        """When `advance()` has something to do next (None: nothing scheduled)."""
+        return self._timers.next_time()
+
+    def advance(self) -> None:
+        """Fire every timer that is due by the clock, in chronological order."""
+        now = self.clock.now()
+        while (due := self._timers.pop_instant(now)) is not None:
+            instant, fired = due
+            self._now = max(self._now, instant)
+            became_ready = False
+            for kind, req_id in fired:
+                req = self._requests.get(req_id)
+                if req is None:
+                    continue
+                if kind is TimerKind.DEADLINE:
+                    self._deadline_passed(req)
+                elif kind is TimerKind.JOB_TIMEOUT:
+                    self._job_timed_out(req)
+                else:
+                    became_ready |= self._maybe_ready(req)
+            if became_ready:
+                self._match()
+        self._now = max(self._now, now)
+
+    def _deadline_passed(self, req: _Request) -> None:
+        if req.state is RS.WAIT and req.deadline <= self._now:
+            self._leave_matcher(req)
+            self._end_request(req, RS.TIMEOUT, "deadline passed")
+
+    def _job_timed_out(self, req: _Request) -> None:
+        if (req.state is RS.INPROGRESS and req.job_timeout is not None
+                and req.job_timeout <= self._now):
+            self._finish_job(req, RS.DONE, "job timeout")
+
+    def _maybe_ready(self, req: _Request) -> bool:
+        if (req.state is RS.WAIT and req.handle is None
+                and req.valid_after <= self._now < req.deadline):
+            self._enter_matcher(req)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ matcher glue
+    def _enter_matcher(self, req: _Request) -> None:
+        req.handle = self._matcher.add_request(req.id, dict(req.caps), req.groups,
+                                               req.priority, req.seq)
+
+    def _leave_matcher(self, req: _Request) -> None:
+        if req.handle is not None:
+            self._matcher.remove_request(req.handle)
+            req.handle = None
+
+    def _match(self) -> None:
+        for req_id, uuid in self._matcher.match():
+            req = self._requests[req_id]
+            worker = self._workers[uuid]
+            req.handle = None
+            req.state = RS.INPROGRESS
+            req.job_worker = uuid
+            req.job_timeout = self._now + self.config.job_timeout
+            self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
+            worker.state = WS.RUN             # the matcher already took it off the idle set
+            worker.op += 1
+            worker.job = req.id
+            self._effects.append(fx.WorkerChanged(uuid, WS.RUN, f"request {req.id}"))
+            self._effects.append(fx.RequestChanged(req.id, RS.INPROGRESS, "assigned", uuid))
+            self._effects.append(fx.StartJob(req.id, uuid))
+
+    # ------------------------------------------------------------------ request helpers
+    def _get_request(self, req_id: Any) -> _Request:
+        check_int(req_id, "request ID")
+        req = self._requests.get(req_id)
+        if req is None:
+            raise NotFoundError("Request")
+        return req
+
+    def _end_request(self, req: _Request, state: ReqState, reason: str) -> None:
+        req.state = state
+        req.ended_at = self._now
+        self._effects.append(fx.RequestChanged(req.id, state, reason, req.job_worker))
+
+    def _finish_job(self, req: _Request, state: ReqState, reason: str) -> None:
+        """Normal end of a job: DONE, tunnel closed, worker prepared afresh."""
+        uuid = req.job_worker
+        self._end_request(req, state, reason)
+        if uuid is None:
+            return
+        worker = self._workers.get(uuid)
+        self._effects.append(fx.FinishJob(req.id, uuid))
+        if worker is not None and worker.job == req.id:
+            worker.job = None
+            if worker.state is WS.RUN:
+                self._set_worker_state(worker, WS.PREPARE, "job finished")
+
+    def _intern_caps(self, caps: dict[str, str]) -> tuple[tuple[str, str], ...]:
+        items = tuple(sorted(caps.items()))
+        return self._caps_pool.setdefault(items, items)
+
+    def _check_priority(self, priority: int) -> None:
+        if not HI_PRIO <= priority <= LO_PRIO:
+            raise PriorityError()
+
+    # ------------------------------------------------------------------ Requests
+    def new_request(self, caps: Mapping[str, str], priority: int,
+                    owner: UserInfo | None = None, valid_after: datetime | None = None,
+                    deadline: datetime | None = None, *,
+                    queue_unsatisfiable: bool = False) -> int:
+        """Queue a request; returns its ID (SPEC B2.2, A3, A4)."""
+        self.advance()
+        now = self._now
+        wanted = check_caps(caps)
+        check_int(priority, "priority")
+        groups = self._owner_groups(owner)
+        valid_ts = self._optional_ts(valid_after, "valid_after")
+        deadline_ts = self._optional_ts(deadline, "deadline")
+        if deadline_ts is not None and deadline_ts < now:
+            raise DeadlineInThePastError()
+        if deadline_ts is not None and valid_ts is not None and valid_ts > deadline_ts:
+            raise InvalidTimeRangeError()
+        valid_ts = now if valid_ts is None else valid_ts
+        if deadline_ts is None:
+            deadline_ts = add_months(now, self.config.default_deadline_months)
+            if valid_ts > deadline_ts:
+                raise InvalidTimeRangeError()
+        self._check_priority(priority)
+        if not queue_unsatisfiable and not self._matcher.satisfiable(wanted, groups):
+            raise NoMatchingWorkerError(
+                "No matching worker: no registered worker has these capabilities and groups")
+        self._last_id += 1
+        req = _Request(self._last_id, priority, groups, self._intern_caps(wanted),
+                       valid_ts, deadline_ts, next(self._seq))
+        self._requests[req.id] = req
+        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "created"))
+        self._timers.push(deadline_ts, TimerKind.DEADLINE, req.id)
+        if self._maybe_ready(req):
+            self._match()
+        else:
+            self._timers.push(valid_ts, TimerKind.VALID_AFTER, req.id)
+        return req.id
+
+    @staticmethod
+    def _owner_groups(owner: Any) -> tuple[str, ...]:
+        if owner is None:
+            return ()
+        if not isinstance(owner, UserInfo):
+            raise BadArgumentError("owner must be a UserInfo")
+        return check_groups(owner.groups, "owner groups")
+
+    @staticmethod
+    def _optional_ts(value: Any, what: str) -> float | None:
+        checked = check_time(value, what)
+        return None if checked is None else to_timestamp(checked)
+
+    def update_request(self, req_id: int, priority: int | None = None,
+                       valid_after: datetime | None = None,
+                       deadline: datetime | None = None) -> None:
+        """Change priority, ValidAfter or Deadline of a waiting request (SPEC B2.3, A3).
+
+        None (or priority 0) means "do not change". An unchanged priority keeps
+        the request's place in its queue.
+        """
+        self.advance()
+        now = self._now
+        req = self._get_request(req_id)
+        if priority is not None:
+            check_int(priority, "priority")
+            if priority == 0:
+                priority = None
+        valid_ts = self._optional_ts(valid_after, "valid_after")
+        deadline_ts = self._optional_ts(deadline, "deadline")
+        if priority is None and valid_ts is None and deadline_ts is None:
+            return
+        if req.state is not RS.WAIT:
+            raise ModificationForbiddenError()
+        new_priority = req.priority if priority is None else priority
+        new_valid = req.valid_after if valid_ts is None else valid_ts
+        new_deadline = req.deadline if deadline_ts is None else deadline_ts
+        if (new_priority, new_valid, new_deadline) == (req.priority, req.valid_after, req.deadline):
+            return
+        self._check_priority(new_priority)
+        if deadline_ts is not None and deadline_ts < now:
+            raise DeadlineInThePastError()
+        if new_valid > new_deadline:
+            raise InvalidTimeRangeError()
+        # Validated: apply.
+        self._leave_matcher(req)
+        if new_priority != req.priority:
+            req.priority = new_priority
+            req.seq = next(self._seq)
+        if new_valid != req.valid_after:
+            req.valid_after = new_valid
+            self._timers.push(new_valid, TimerKind.VALID_AFTER, req.id)
+        if new_deadline != req.deadline:
+            req.deadline = new_deadline
+            self._timers.push(new_deadline, TimerKind.DEADLINE, req.id)
+        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "updated"))
+        if req.deadline <= now:
+            self._end_request(req, RS.TIMEOUT, "deadline passed")
+        elif self._maybe_ready(req):
+            self._match()
+
+    def close_request(self, req_id: int) -> None:
+        """WAIT -> CANCELLED; IN PROGRESS -> DONE with the worker prepared afresh."""
+        self.advance()
+        req = self._get_request(req_id)
+        if req.state is RS.WAIT:
+            self._leave_matcher(req)
+            self._end_request(req, RS.CANCEL, "closed by owner")
+        elif req.state is RS.INPROGRESS:
+            self._finish_job(req, RS.DONE, "closed by owner")
+        else:
+            raise ModificationForbiddenError()
+
+    def get_request_info(self, req_id: int) -> ReqInfo:
+        self.advance()
+        return self._get_request(req_id).info()
+
+    def request_state(self, req_id: int) -> ReqState:
+        """Cheap state lookup for the shell (parked acquires, waits)."""
+        return self._get_request(req_id).state
+
+    def acquire_worker(self, req_id: int) -> AccessInfo:
+        """Access to the job's worker. The shell parks callers while the request waits."""
+        self.advance()
+        req = self._get_request(req_id)
+        if req.state is not RS.INPROGRESS or req.job_worker is None:
+            raise WorkerNotAssignedError()
+        worker = self._workers.get(req.job_worker)
+        if worker is None or worker.job != req.id:
+            raise NotFoundError("Job")
+        return AccessInfo(worker.username or "", worker.key, worker.uuid, worker.ssh_address)
+
+    def prolong_access(self, req_id: int) -> None:
+        """Job timeout becomes now + job_timeout, up to `prolong_limit` times."""
+        self.advance()
+        req = self._get_request(req_id)
+        if req.state is not RS.INPROGRESS or req.job_worker is None:
+            raise WorkerNotAssignedError()
+        limit = self.config.prolong_limit
+        if limit is not None and req.prolongs >= limit:
+            raise ProlongLimitError(f"access cannot be prolonged more than {limit} times")
+        req.prolongs += 1
+        req.job_timeout = self._now + self.config.job_timeout
+        self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
+
+    def list_requests(self, filter: RequestFilter | None = None, sorter: SortInfo | None = None,
+                      paginator: Paginator | None = None) -> tuple[list[ReqInfo], ListInfo]:
+        """Upstream's ListRequests: filter, sort, page (SPEC B2.8-2.9)."""
+        self.advance()
+        key, descending = sort_key(sorter, REQUEST_SORT_KEYS)
+        limit = page_limit(paginator)
+        border_id = 0 if paginator is None else paginator.id
+        check_int(border_id, "paginator ID")
+        border_req = None
+        if border_id:
+            found = self._requests.get(border_id)
+            if found is None:
+                raise NotFoundError("request")
+            border_req = found.info()
+        infos = self._filtered(self._requests.values(), filter)
+        border_matches = border_req is None or filter is None or filter.match(border_req)
+        if border_req is not None and border_matches:
+            border_req = next(r for r in infos if r.id == border_id)
+        return paginate(infos, border_req, border_matches, filter is not None, key, descending,
+                        paginator is not None and paginator.backward, limit)
+
+    @staticmethod
+    def _filtered(records: Any, filter: Any) -> list[Any]:
+        if filter is not None and not callable(getattr(filter, "match", None)):
+            raise BadArgumentError("filter must have a match() method")
+        infos = (record.info() for record in records)
+        return [i for i in infos if filter is None or filter.match(i)]
+
+    def purge_history(self) -> int:
+        """Forget terminal requests that ended longer than `retention` ago. IDs are not reused."""
+        self.advance()
+        if self.config.retention is None:
+            return 0
+        horizon = self._now - self.config.retention
+        old = [r.id for r in self._requests.values()
+               if r.ended_at is not None and r.ended_at < horizon]
+        for req_id in old:
+            del self._requests[req_id]
+        return len(old)
+
+    # ------------------------------------------------------------------ Superviser
+    def register(self, caps: Mapping[str, str], dryad_address: str, ssh_address: str) -> str:
+        """Add a worker in MAINTENANCE, or refresh a known one (SPEC B3.2). Returns its UUID."""
+        self.advance()
+        uuid, checked = check_worker_caps(caps)
+        check_address(dryad_address, "dryad")
+        check_address(ssh_address, "sshd")
+        worker = self._workers.get(uuid)
+        if worker is None:
+            worker = _Worker(uuid, checked, dryad_address, ssh_address)
+            self._workers[uuid] = worker
+            self._matcher.add_worker(uuid, checked, worker.groups)
+            self._effects.append(fx.WorkerChanged(uuid, WS.MAINTENANCE, "registered"))
+            return uuid
+        target = WS.PREPARE if worker.state is WS.FAIL else worker.state
+        if (address_port(ssh_address) != address_port(worker.ssh_address)
+                or address_port(dryad_address) != address_port(worker.dryad_address)
+                or checked != worker.caps):
+            target = WS.BUSY
+        worker.caps, worker.dryad_address, worker.ssh_address = checked, dryad_address, ssh_address
+        self._matcher.update_worker(uuid, checked, worker.groups)
+        if target is not worker.state:
+            self._set_worker_state(worker, target, "registered again")
+        self._match()
+        return uuid
+
+    def set_fail(self, uuid: str, reason: str = "") -> None:
+        """The dryad (or the shell) reports a failure; the reason is kept and shown."""
+        self.advance()
+        worker = self._get_worker(uuid)
+        if not isinstance(reason, str):
+            raise BadArgumentError("reason must be a string")
+        if worker.state in (WS.MAINTENANCE, WS.BUSY):
+            raise InMaintenanceError()
+        worker.fail_reason = reason or None
+        self._set_worker_state(worker, WS.FAIL, reason or "failure reported")
+
+    # ------------------------------------------------------------------ Workers
+    def _get_worker(self, uuid: Any) -> _Worker:
+        if not isinstance(uuid, str):
+            raise BadArgumentError("worker UUID must be a string")
+        worker = self._workers.get(uuid)
+        if worker is None:
+            raise NotFoundError("Worker")
+        return worker
+
+    def get_worker_info(self, uuid: str) -> WorkerInfo:
+        self.advance()
+        return self._get_worker(uuid).info()
+
+    def list_workers(self, filter: WorkerFilter | None = None, sorter: SortInfo | None = None,
+                     paginator: Paginator | None = None) -> tuple[list[WorkerInfo], ListInfo]:
+        self.advance()
+        key, descending = sort_key(sorter, WORKER_SORT_KEYS)
+        limit = page_limit(paginator)
+        border_uuid = "" if paginator is None else paginator.id
+        if not isinstance(border_uuid, str):
+            raise BadArgumentError("paginator ID must be a worker UUID")
+        border = None
+        if border_uuid:
+            found = self._workers.get(border_uuid)
+            if found is None:
+                raise NotFoundError("worker")
+            border = found.info()
+        infos = self._filtered(self._workers.values(), filter)
+        border_matches = border is None or filter is None or filter.match(border)
+        if border is not None and border_matches:
+            border = next(w for w in infos if w.worker_uuid == border_uuid)
+        return paginate(infos, border, border_matches, filter is not None, key, descending,
+                        paginator is not None and paginator.backward, limit)
+
+    def set_state(self, uuid: str, state: WorkerState | str) -> None:
+        """Admin: IDLE (from MAINTENANCE, via PREPARE) or MAINTENANCE (via BUSY) (SPEC B3.4)."""
+        self.advance()
+        try:
+            target = WorkerState(state)
+        except ValueError:
+            raise WrongStateArgumentError() from None
+        if target not in (WS.IDLE, WS.MAINTENANCE):
+            raise WrongStateArgumentError()
+        worker = self._get_worker(uuid)
+        if (target, worker.state) in ((WS.MAINTENANCE, WS.BUSY), (WS.IDLE, WS.PREPARE)):
+            return
+        if target is WS.IDLE:
+            if worker.state is not WS.MAINTENANCE:
+                raise ForbiddenStateChangeError()
+            self._set_worker_state(worker, WS.PREPARE, "set IDLE by admin")
+        else:
+            self._set_worker_state(worker, WS.BUSY, "set MAINTENANCE by admin")
+        self._match()
+
+    def set_groups(self, uuid: str, groups: list[str] | tuple[str, ...] | None) -> None:
+        self.advance()
+        worker = self._get_worker(uuid)
+        worker.groups = check_groups(groups)
+        self._matcher.update_worker(uuid, worker.caps, worker.groups)
+        self._match()
+
+    def deregister(self, uuid: str) -> None:
+        """Remove a worker in MAINTENANCE or FAIL; requests only it could serve become INVALID."""
+        self.advance()
+        worker = self._get_worker(uuid)
+        if worker.state not in (WS.MAINTENANCE, WS.FAIL):
+            raise NotInFailOrMaintenanceError()
+        worker.op += 1
+        del self._workers[uuid]
+        self._matcher.remove_worker(uuid)
+        self._effects.append(fx.WorkerRemoved(uuid))
+        self._invalidate_orphans(worker)
+
+    def _invalidate_orphans(self, gone: _Worker) -> None:
+        verdicts: dict[tuple[Any, Any], bool] = {}
+        for req in self._waiting():
+            caps = dict(req.caps)
+            if not (caps_satisfied(caps, gone.caps) and groups_satisfied(req.groups, gone.groups)):
+                continue
+            key = (req.caps, req.groups)
+            if key not in verdicts:
+                verdicts[key] = self._matcher.satisfiable(caps, req.groups)
+            if not verdicts[key]:
+                self._leave_matcher(req)
+                self._end_request(req, RS.INVALID, f"no registered worker can serve it ({gone.uuid} deregistered)")
+
+    def _waiting(self) -> Iterator[_Request]:
+        return (r for r in list(self._requests.values()) if r.state is RS.WAIT)
+
+    # ------------------------------------------------------------------ worker state machine
+    def _set_worker_state(self, worker: _Worker, new: WorkerState, reason: str) -> None:
+        """The one place where a worker's state changes (SPEC B3.9)."""
+        old = worker.state
+        if old is WS.IDLE and new is not WS.IDLE:
+            self._matcher.set_idle(worker.uuid, False)
+        if old is WS.RUN and new not in (WS.IDLE, WS.PREPARE):
+            self._fail_job_of(worker, reason)
+        worker.state = new
+        worker.op += 1
+        if new is WS.PREPARE:
+            self._effects.append(fx.PrepareWorker(worker.uuid, worker.op))
+        elif new is WS.BUSY:
+            self._effects.append(fx.PutInMaintenance(worker.uuid, worker.op,
+                                                     self.config.maintenance_message))
+        elif new is WS.IDLE:
+            self._matcher.set_idle(worker.uuid, True)
+        self._effects.append(fx.WorkerChanged(worker.uuid, new, reason))
+
+    def _fail_job_of(self, worker: _Worker, reason: str) -> None:
+        """The worker left RUN abnormally: its request FAILED, tunnel closed, no re-prepare."""
+        if worker.job is None:
+            return
+        req = self._requests.get(worker.job)
+        worker.job = None
+        if req is None or req.state is not RS.INPROGRESS:
+            return
+        self._effects.append(fx.FinishJob(req.id, worker.uuid))
+        self._end_request(req, RS.FAILED, f"worker {worker.uuid} left RUNNING: {reason}")
+
+    def _transition(self, uuid: str, op: int, expected: WorkerState) -> _Worker | None:
+        """The worker if answer `op` is still the one awaited, else None (stale: ignore)."""
+        self.advance()
+        worker = self._workers.get(uuid)
+        if worker is None or worker.op != op or worker.state is not expected:
+            return None
+        return worker
+
+    # ------------------------------------------------------------------ completions from the shell
+    def worker_prepared(self, uuid: str, op: int, key: Any, username: str) -> bool:
+        """PREPARE succeeded: the worker holds `key` for user `username` and turns IDLE."""
+        worker = self._transition(uuid, op, WS.PREPARE)
+        if worker is None:
+            return False
+        worker.key, worker.username, worker.fail_reason = key, username, None
+        self._set_worker_state(worker, WS.IDLE, "prepared")
+        self._match()
+        return True
+
+    def worker_prepare_failed(self, uuid: str, op: int, reason: str) -> bool:
+        worker = self._transition(uuid, op, WS.PREPARE)
+        if worker is None:
+            return False
+        worker.fail_reason = f"prepare failed: {reason}"
+        self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+        return True
+
+    def worker_in_maintenance(self, uuid: str, op: int) -> bool:
+        worker = self._transition(uuid, op, WS.BUSY)
+        if worker is None:
+            return False
+        self._set_worker_state(worker, WS.MAINTENANCE, "in maintenance")
+        return True
+
+    def worker_maintenance_failed(self, uuid: str, op: int, reason: str) -> bool:
+        worker = self._transition(uuid, op, WS.BUSY)
+        if worker is None:
+            return False
+        worker.fail_reason = f"maintenance failed: {reason}"
+        self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+        return True
+
+    def job_start_failed(self, req_id: int, reason: str) -> bool:
+        """The shell could not start the job (e.g. no tunnel): nothing is left behind.
+
+        The request goes back to WAIT at its old place; the worker, whose route
+        is broken, goes to FAIL with the reason, so no retry loop follows
+        (SPEC A3, upstream defect B11.3-2).
+        """
+        self.advance()
+        req = self._requests.get(req_id)
+        if req is None or req.state is not RS.INPROGRESS or req.job_worker is None:
+            return False
+        worker = self._workers.get(req.job_worker)
+        self._effects.append(fx.FinishJob(req.id, req.job_worker))
+        req.state, req.job_worker, req.job_timeout = RS.WAIT, None, None
+        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, f"job start failed: {reason}"))
+        if worker is not None and worker.job == req.id:
+            worker.job = None
+            worker.fail_reason = f"job start failed: {reason}"
+            self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+        if req.deadline <= self._now:
+            self._end_request(req, RS.TIMEOUT, "deadline passed")
+        elif self._maybe_ready(req):
+            self._match()
+        return True
+
+    # ------------------------------------------------------------------ introspection
+    def worker_ids(self) -> list[str]:
+        return list(self._workers)
+
+    def counts(self) -> dict[str, int]:
+        return {"requests": len(self._requests), "workers": len(self._workers),
+                "ready": self._matcher.ready_count(), "idle": self._matcher.idle_count(),
+                "timers": len(self._timers)}
