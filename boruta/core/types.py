@@ -146,6 +146,7 @@ class AccessInfo:
     worker_uuid: str
     ssh_address: str | None = None
     addr: tuple[str, int] | None = None
+    key_type: str = ""            # "ssh-rsa" | "ssh-ed25519", filled by the shell
 
 
 @dataclass(frozen=True)

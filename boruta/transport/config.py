@@ -1,0 +1,219 @@
+"""The server's configuration: a TOML file, then overrides (command-line flags).
+
+    listen = "tcp://*:7175"          # clients (ROUTER)
+    dryad_listen = "tcp://*:7176"    # dryads (ROUTER; dryads connect as DEALER peers)
+    events = "tcp://*:7177"          # event stream (XPUB)
+    public_host = "127.0.0.1"        # the host name clients are told to SSH to
+    tunnel_host = "0.0.0.0"          # where tunnels listen
+    tunnel_ports = "20000-20999"     # "0" = any free port
+    key_type = "rsa"                 # or "ed25519"
+    ...
+    [scheduler]                      # boruta.core.config.SchedulerConfig
+    job_timeout = 3600.0
+
+A SchedulerConfig key may also be given at the top level (or as an override
+`job_timeout=...` / `scheduler.job_timeout=...`). Unknown keys are refused,
+so a typo never goes unnoticed. An endpoint's port may be `*` (any free
+port); the server reports the real endpoints on its ready line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from boruta.core.config import SchedulerConfig
+
+KEY_TYPES = {"rsa": "rsa", "ssh-rsa": "rsa", "ed25519": "ed25519", "ssh-ed25519": "ed25519"}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used (message fit for people)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "tcp://*:7175"
+    dryad_listen: str = "tcp://*:7176"
+    events: str = "tcp://*:7177"
+    public_host: str = "127.0.0.1"
+    tunnel_host: str = "0.0.0.0"
+    tunnel_ports: tuple[int, int] = (20000, 20999)
+    key_type: str = "rsa"
+    rsa_bits: int = 2048
+    key_pool_size: int = 4
+    dryad_reply_timeout: float = 30.0
+    heartbeat_interval: float = 5.0
+    heartbeat_liveness: int = 3
+    healthcheck_interval: float = 300.0        # healthcheck IDLE workers this often; 0 = never
+    max_frame_bytes: int = 1 << 20
+    peer_rate: float = 2000.0                  # messages per second per peer (token bucket)
+    peer_burst: int = 4000
+    max_parked: int = 10000                    # parked acquire/wait calls, all clients
+    tunnel_connect_timeout: float = 10.0
+    shutdown_grace: float = 2.0
+    log_level: str = "info"
+    log_format: str = "text"
+    log_file: str | None = None
+    state_dir: str | None = None               # durable state: not used yet
+    matcher: str | None = None                 # "compiled" | "reference" | None (auto)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("listen", "dryad_listen", "events"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or "://" not in value:
+                raise ConfigError(f"{name}: {value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT)")
+        lo, hi = self.tunnel_ports
+        if not (0 <= lo <= hi <= 65535) or (lo == 0 and hi != 0):
+            raise ConfigError(f"tunnel_ports: bad range {lo}-{hi}")
+        if self.key_type not in ("rsa", "ed25519"):
+            raise ConfigError(f"key_type: {self.key_type!r} (use rsa or ed25519)")
+        if self.rsa_bits < 1024:
+            raise ConfigError("rsa_bits must be at least 1024")
+        if self.key_pool_size < 0:
+            raise ConfigError("key_pool_size must not be negative")
+        for name in ("dryad_reply_timeout", "heartbeat_interval", "peer_rate",
+                     "tunnel_connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.heartbeat_liveness < 1:
+            raise ConfigError("heartbeat_liveness must be at least 1")
+        if self.healthcheck_interval < 0 or self.shutdown_grace < 0:
+            raise ConfigError("healthcheck_interval and shutdown_grace must not be negative")
+        if self.max_frame_bytes < 1024:
+            raise ConfigError("max_frame_bytes must be at least 1024")
+        if self.peer_burst < 1 or self.max_parked < 1:
+            raise ConfigError("peer_burst and max_parked must be at least 1")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level: {self.log_level!r} (use one of {', '.join(LOG_LEVELS)})")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: {self.log_format!r} (use text or json)")
+        if self.matcher not in (None, "compiled", "reference"):
+            raise ConfigError(f"matcher: {self.matcher!r} (use compiled or reference)")
+
+    def replace(self, **changes: Any) -> "ServerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_SERVER_FIELDS = {f.name: f for f in fields(ServerConfig) if f.name != "scheduler"}
+_SCHED_FIELDS = {f.name: f for f in fields(SchedulerConfig)}
+
+
+def parse_port_range(value: Any) -> tuple[int, int]:
+    """"20000-20999", "0", 7200, [7200, 7299] -> (lo, hi)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"tunnel_ports: {value!r} is not a port range")
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        lo, hi = value
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+            return lo, hi
+    if isinstance(value, str):
+        lo, sep, hi = value.strip().partition("-")
+        try:
+            return (int(lo), int(hi)) if sep else (int(lo), int(lo))
+        except ValueError:
+            pass
+    raise ConfigError(f"tunnel_ports: {value!r} is not a port range (e.g. 20000-20999 or 0)")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    text = str(annotation)
+    if name == "tunnel_ports":
+        return parse_port_range(value)
+    if name == "key_type":
+        key = str(value).strip().lower()
+        if key not in KEY_TYPES:
+            raise ConfigError(f"key_type: {value!r} (use rsa or ed25519)")
+        return KEY_TYPES[key]
+    if name in ("log_level", "log_format"):
+        return str(value).strip().lower()
+    if "None" in text and isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        value = None
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{name} must not be empty")
+    try:
+        if text.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if text.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if text.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if text.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {text.split(' ')[0]}") from None
+    return value
+
+
+def _flatten(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """TOML tables to dotted keys: only [scheduler] may be a table."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key != "scheduler":
+                raise ConfigError(f"{where}: unknown table [{key}]")
+            for sub, subval in value.items():
+                out[f"scheduler.{sub}"] = subval
+        else:
+            out[key] = value
+    return out
+
+
+def load_server_config(path: str | Path | None = None,
+                       overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """The file's settings (if any), then `overrides` (None values are ignored).
+
+    Override keys use the config names (`listen`, `log_level`, ...); dashes
+    are accepted for underscores, and scheduler settings may be given plainly
+    (`job_timeout`) or dotted (`scheduler.job_timeout`).
+    """
+    settings: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+        settings.update(_flatten(data, str(p)))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            settings[key.replace("-", "_")] = value
+    server: dict[str, Any] = {}
+    sched: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = key.removeprefix("scheduler.")
+        if key.startswith("scheduler.") or (name in _SCHED_FIELDS and name not in _SERVER_FIELDS):
+            if name not in _SCHED_FIELDS:
+                raise ConfigError(f"unknown scheduler setting {name!r}")
+            sched[name] = _coerce(name, value, _SCHED_FIELDS[name].type)
+        elif name in _SERVER_FIELDS:
+            server[name] = _coerce(name, value, _SERVER_FIELDS[name].type)
+        else:
+            raise ConfigError(f"unknown setting {key!r}")
+    try:
+        scheduler = SchedulerConfig(**sched)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"scheduler: {exc}") from None
+    return ServerConfig(scheduler=scheduler, **server)

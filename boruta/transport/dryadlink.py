@@ -1,0 +1,251 @@
+"""The dryad's side of the server link, for the real agent and the simulator alike.
+
+A dryad connects out to the server's dryad endpoint as a ZeroMQ DEALER, so
+the board needs no inbound port. `DryadLink.run()`:
+
+1. opens the socket and sends `register {caps, dryad_address, ssh_address}`
+   (retrying until the server answers; a refusal such as a missing UUID is
+   raised, since retrying cannot help);
+2. heartbeats every `heartbeat_interval` seconds (the server says how often
+   in its register reply); a heartbeat without a reply within
+   `interval * liveness` seconds means the server is gone: the socket is
+   recreated and the dryad registers again (Paranoid Pirate). A
+   `not_registered` answer (the server restarted or declared this dryad
+   lost) also triggers a new registration; `deregistered` stops the
+   heartbeats until the dryad is restarted;
+3. answers the server's commands (`prepare`, `put_in_maintenance`,
+   `healthcheck`) by calling `handler(op, args)`: its return value is the
+   reply, a BorutaError becomes an error reply, and `NO_REPLY` sends
+   nothing (for fault injection).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from typing import Any, Awaitable, Callable, Mapping
+
+import zmq
+import zmq.asyncio
+
+from boruta.core.errors import BorutaError
+from boruta.transport import protocol as P
+
+log = logging.getLogger("boruta.dryadlink")
+
+NO_REPLY = object()
+Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class RemoteError(BorutaError):
+    """An error reply from the server, with the server's code."""
+
+    code = "remote"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Lost(Exception):
+    """The server stopped answering: recreate the socket and register again."""
+
+
+TRANSIENT = {"rate_limited", "busy", "shutting_down", "internal"}
+
+
+class DryadLink:
+    def __init__(self, server: str, caps: Mapping[str, str], dryad_address: str,
+                 ssh_address: str, handler: Handler, *,
+                 ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0,
+                 retry_interval: float = 1.0, name: str | None = None) -> None:
+        self.server = server
+        self.caps = dict(caps)
+        self.dryad_address = dryad_address
+        self.ssh_address = ssh_address
+        self.handler = handler
+        self.reply_timeout = reply_timeout
+        self.retry_interval = retry_interval
+        self.name = name or self.caps.get("UUID", "dryad")
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.asyncio.Context()
+        self.sock: zmq.asyncio.Socket | None = None
+        self.uuid: str | None = None
+        self.heartbeat_interval = 5.0
+        self.heartbeat_liveness = 3
+        self.registered = asyncio.Event()
+        self.deregistered = False
+        self.paused = False                   # True: no heartbeats (simulates a hung agent)
+        self.registrations = 0
+        self.heartbeats = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()          # re-register now
+        self._commands: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ public
+    async def run(self) -> None:
+        """Serve until `stop()`; raises RemoteError if the server refuses registration."""
+        try:
+            while not self._stop.is_set():
+                self._open()
+                reader = asyncio.create_task(self._reader())
+                session = asyncio.create_task(self._session())
+                stopper = asyncio.create_task(self._stop.wait())
+                try:
+                    await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    if session.done():
+                        session.result()         # RemoteError (refused) propagates
+                except _Lost as exc:
+                    log.info("%s: server lost (%s); reconnecting", self.name, exc)
+                finally:
+                    self.registered.clear()
+                    for task in (reader, session, stopper):
+                        task.cancel()
+                    for task in (reader, session, stopper):
+                        with contextlib.suppress(asyncio.CancelledError, _Lost, Exception):
+                            await task
+                    self._close_socket()
+                if not self._stop.is_set():
+                    await self._sleep(self.retry_interval * (0.5 + random.random()))
+        finally:
+            for task in list(self._commands):
+                task.cancel()
+            self._close_socket()
+            if self._own_ctx:
+                self.ctx.destroy(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def set_fail(self, reason: str) -> None:
+        """Report a failure of this worker (SPEC A4)."""
+        await self.call("set_fail", {"uuid": self.caps.get("UUID", ""), "reason": reason})
+
+    async def call(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+        """One request to the server; RemoteError for an error reply, _Lost for silence."""
+        if self.sock is None:
+            raise _Lost("not connected")
+        msg_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = fut
+        try:
+            try:
+                await self.sock.send_multipart([P.request_frame(msg_id, op, args)],
+                                               flags=zmq.DONTWAIT)
+            except zmq.ZMQError as exc:
+                raise _Lost(f"cannot send: {exc}") from None
+            try:
+                return await asyncio.wait_for(fut, timeout or self.reply_timeout)
+            except asyncio.TimeoutError:
+                raise _Lost(f"no reply to {op}") from None
+        finally:
+            self._pending.pop(msg_id, None)
+
+    # ------------------------------------------------------------------ internals
+    def _open(self) -> None:
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(self.server)
+
+    def _close_socket(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(_Lost("socket closed"))
+        self._pending.clear()
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _register(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reply = await self.call("register", {
+                    "caps": self.caps, "dryad_address": self.dryad_address,
+                    "ssh_address": self.ssh_address})
+            except RemoteError as exc:
+                if exc.code not in TRANSIENT:
+                    raise
+                await self._sleep(self.retry_interval)
+                continue
+            self.uuid = reply.get("uuid")
+            self.heartbeat_interval = float(reply.get("heartbeat_interval") or 5.0)
+            self.heartbeat_liveness = int(reply.get("heartbeat_liveness") or 3)
+            self.registrations += 1
+            self.deregistered = False
+            self.registered.set()
+            log.info("%s: registered", self.name)
+            return
+
+    async def _session(self) -> None:
+        await self._register()
+        while not self._stop.is_set():
+            await self._sleep(self.heartbeat_interval)
+            if self._stop.is_set():
+                return
+            if self.deregistered or self.paused:
+                continue
+            try:
+                await self.call("heartbeat", {"uuid": self.uuid},
+                                timeout=self.heartbeat_interval * self.heartbeat_liveness)
+                self.heartbeats += 1
+            except RemoteError as exc:
+                if exc.code == "not_registered":
+                    self.registered.clear()
+                    await self._register()
+                elif exc.code == "deregistered":
+                    log.info("%s: deregistered by the server; heartbeats stop", self.name)
+                    self.deregistered = True
+                    self.registered.clear()
+
+    async def _reader(self) -> None:
+        assert self.sock is not None
+        sock = self.sock
+        while True:
+            frames = await sock.recv_multipart()
+            try:
+                env = P.decode(frames[-1])
+            except BorutaError as exc:
+                log.warning("%s: bad message from the server: %s", self.name, exc)
+                continue
+            if env.is_request:
+                task = asyncio.create_task(self._command(sock, env))
+                self._commands.add(task)
+                task.add_done_callback(self._commands.discard)
+                continue
+            fut = self._pending.get(env.id) if isinstance(env.id, int) else None
+            if fut is None or fut.done():
+                continue
+            if env.error is not None:
+                fut.set_exception(RemoteError(env.error["code"], env.error["message"]))
+            else:
+                fut.set_result(env.ok)
+
+    async def _command(self, sock: zmq.asyncio.Socket, env: P.Envelope) -> None:
+        assert env.op is not None and env.args is not None
+        try:
+            op = P.SERVER_COMMANDS.get(env.op)
+            if op is None:
+                raise P.UnknownOperationError(f"unknown command {env.op!r}")
+            args = op.check(env.args)
+            result = await self.handler(env.op, args)
+            if result is NO_REPLY:
+                return
+            frame = P.ok_frame(env.id, result)
+        except asyncio.CancelledError:
+            raise
+        except BorutaError as exc:
+            frame = P.error_frame(env.id, exc)
+        except Exception as exc:
+            log.exception("%s: command %s failed", self.name, env.op)
+            frame = P.error_frame(env.id, ("internal", str(exc)))
+        if self.sock is sock:
+            with contextlib.suppress(zmq.ZMQError):
+                await sock.send_multipart([frame], flags=zmq.DONTWAIT)

@@ -1,0 +1,938 @@
+"""The Boruta server: one asyncio loop around the core Scheduler.
+
+Sockets (all endpoints configurable, see boruta.transport.config):
+
+- a ROUTER for clients (Requests and Workers operations),
+- a ROUTER for dryads, which connect out as DEALER peers (register,
+  set_fail, heartbeat; the server sends them prepare, put_in_maintenance
+  and healthcheck and waits for the reply with a deadline),
+- an XPUB for the event stream (topic-prefixed msgpack frames).
+
+Every message is handled synchronously on the loop: decode, check, call the
+scheduler, reply, then carry out the scheduler's effects (commands to
+dryads, tunnels, parked replies, events, logs) and re-arm the one timer at
+`scheduler.next_timer()`. Keys are made in an executor and kept in a pool.
+Nothing a peer sends can stop the loop: every failure becomes an error
+reply with a stable code (docs/protocol.md).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import zmq
+import zmq.asyncio
+
+import boruta
+from boruta.core import effects as fx
+from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceError,
+                                NotFoundError, WorkerNotAssignedError)
+from boruta.core.scheduler import Scheduler
+from boruta.core.types import AccessInfo, ReqState, WorkerState, iso
+from boruta.transport import protocol as P
+from boruta.transport.config import ConfigError, ServerConfig, load_server_config
+from boruta.transport.keys import JobKey, KeyPool
+from boruta.transport.logs import setup_logging
+from boruta.transport.tunnel import TunnelError, TunnelManager
+
+log = logging.getLogger("boruta.server")
+
+PARKED = object()            # a handler's answer: "the reply comes later"
+YIELD_EVERY = 64             # messages handled in a row before letting other tasks run
+ALL_BUT_WAIT = frozenset(s for s in ReqState if s is not ReqState.WAIT)
+
+
+def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
+    """Send without ever waiting: a peer that does not read loses messages, never stalls us."""
+    fut = sock.send_multipart(frames, flags=zmq.DONTWAIT)
+    if fut.done():
+        exc = fut.exception()
+        if exc is not None:
+            log.debug("send dropped: %s", exc)
+            return False
+    return True
+
+
+@dataclass(eq=False)
+class DryadLink:
+    """The connection of one worker's dryad: its ROUTER identity and when it last spoke."""
+
+    uuid: str
+    identity: bytes
+    peer_ip: str | None
+    last_seen: float
+
+
+@dataclass(eq=False)
+class Job:
+    req_id: int
+    worker_uuid: str
+    username: str
+    key: JobKey
+    port: int
+
+
+@dataclass(eq=False)
+class Parked:
+    kind: str                                  # "acquire" | "wait"
+    req_id: int
+    route: tuple[bytes, tuple[bytes, ...]]     # identity, envelope prefix
+    msg_id: Any
+    timeout: float | None
+    states: frozenset[ReqState] = ALL_BUT_WAIT
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class Stats:
+    client_msgs: int = 0
+    dryad_msgs: int = 0
+    errors: int = 0
+    events: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class Server:
+    def __init__(self, config: ServerConfig, scheduler: Scheduler | None = None) -> None:
+        self.cfg = config
+        self.sched = scheduler or Scheduler(config=config.scheduler, matcher=config.matcher)
+        self.stats = Stats()
+        self.endpoints: dict[str, str] = {}
+        self.ctx: zmq.asyncio.Context | None = None
+        self.client_sock: zmq.asyncio.Socket | None = None
+        self.dryad_sock: zmq.asyncio.Socket | None = None
+        self.events_sock: zmq.asyncio.Socket | None = None
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="boruta-keys")
+        self.keys = KeyPool(config.key_type, config.key_pool_size, self.executor, config.rsa_bits)
+        self.tunnels = TunnelManager(config.tunnel_host, config.tunnel_ports,
+                                     config.tunnel_connect_timeout)
+        self.links: dict[str, DryadLink] = {}           # worker uuid -> its dryad's link
+        self.identities: dict[bytes, str] = {}          # ROUTER identity -> worker uuid
+        self.deregistered: dict[bytes, str] = {}        # identities of deregistered workers
+        self.jobs: dict[int, Job] = {}
+        self.parked: dict[int, list[Parked]] = {}
+        self.parked_count = 0
+        self._pending: dict[int, tuple[asyncio.Future[Any], bytes]] = {}
+        self._cmd_ids = itertools.count(1)
+        self._buckets: dict[bytes, _Bucket] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._event_seq = 0
+        self._healthchecks: set[str] = set()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._client_ops: dict[str, Callable[..., Any]] = {
+            "ping": self._op_ping,
+            "new_request": self._op_new_request,
+            "update_request": self._op_update_request,
+            "close_request": self._op_close_request,
+            "get_request_info": self._op_get_request_info,
+            "list_requests": self._op_list_requests,
+            "acquire_worker": self._op_acquire_worker,
+            "prolong_access": self._op_prolong_access,
+            "wait_request": self._op_wait_request,
+            "list_workers": self._op_list_workers,
+            "get_worker_info": self._op_get_worker_info,
+            "set_state": self._op_set_state,
+            "set_groups": self._op_set_groups,
+            "deregister": self._op_deregister,
+            "healthcheck": self._op_healthcheck,
+        }
+        self._dryad_ops: dict[str, Callable[..., Any]] = {
+            "register": self._op_register,
+            "set_fail": self._op_set_fail,
+            "heartbeat": self._op_heartbeat,
+        }
+        assert set(self._client_ops) == set(P.CLIENT_OPS)
+        assert set(self._dryad_ops) == set(P.DRYAD_OPS)
+        self._effect_handlers: dict[type, Callable[[Any], None]] = {
+            fx.RequestChanged: self._fx_request_changed,
+            fx.WorkerChanged: self._fx_worker_changed,
+            fx.WorkerRemoved: self._fx_worker_removed,
+            fx.PrepareWorker: self._fx_prepare,
+            fx.PutInMaintenance: self._fx_maintenance,
+            fx.StartJob: self._fx_start_job,
+            fx.FinishJob: self._fx_finish_job,
+        }
+
+    # ================================================================== life cycle
+    async def start(self) -> dict[str, str]:
+        """Bind every socket and start the loops; returns the endpoints actually bound."""
+        self.loop = asyncio.get_running_loop()
+        self.ctx = zmq.asyncio.Context()
+        linger = int(self.cfg.shutdown_grace * 1000)
+        hard_limit = self.cfg.max_frame_bytes * 16 + 4096
+
+        def make(kind: int, endpoint: str, name: str) -> zmq.asyncio.Socket:
+            assert self.ctx is not None
+            sock = self.ctx.socket(kind)
+            sock.setsockopt(zmq.LINGER, linger)
+            if kind != zmq.XPUB:
+                sock.setsockopt(zmq.MAXMSGSIZE, hard_limit)
+                sock.setsockopt(zmq.RCVHWM, 10000)
+            sock.setsockopt(zmq.SNDHWM, 10000)
+            if kind == zmq.XPUB:
+                sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            if name == "dryad":
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                sock.close(0)
+                raise ConfigError(f"cannot bind the {name} endpoint {endpoint}: {exc}") from None
+            self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            return sock
+
+        try:
+            self.client_sock = make(zmq.ROUTER, self.cfg.listen, "listen")
+            self.dryad_sock = make(zmq.ROUTER, self.cfg.dryad_listen, "dryad")
+            self.events_sock = make(zmq.XPUB, self.cfg.events, "events")
+        except ConfigError:
+            self.ctx.destroy(0)
+            raise
+        self.keys.start()
+        self._loops = [
+            asyncio.create_task(self._recv_loop(self.client_sock, self._on_client, True)),
+            asyncio.create_task(self._recv_loop(self.dryad_sock, self._on_dryad, False)),
+            asyncio.create_task(self._recv_loop(self.events_sock, self._on_subscription, True)),
+            asyncio.create_task(self._housekeeping()),
+        ]
+        if (self.cfg.tunnel_host in ("0.0.0.0", "::", "", "*")
+                and self.cfg.public_host in ("127.0.0.1", "localhost", "::1")):
+            log.warning("tunnels listen on every interface but clients are told to use %s; "
+                        "set public_host for remote clients", self.cfg.public_host)
+        log.info("boruta server ready", extra={"fields": {
+            "listen": self.endpoints["listen"], "dryad": self.endpoints["dryad"],
+            "events": self.endpoints["events"], "matcher": self.sched.matcher_kind,
+            "key_type": self.cfg.key_type, "version": boruta.__version__}})
+        self._arm_timer()
+        return dict(self.endpoints)
+
+    def ready_line(self) -> str:
+        return ("boruta server ready listen={listen} dryad={dryad} events={events}"
+                .format(**self.endpoints))
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stopping")
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        """Drain: refuse nothing half-done, answer every parked call, close everything."""
+        self._stopping = True
+        client_loop, dryad_loop, events_loop, housekeeping = self._loops
+        for task in (client_loop, housekeeping):          # no new client calls from here on
+            task.cancel()
+        await asyncio.gather(client_loop, housekeeping, return_exceptions=True)
+        for req_id in list(self.parked):
+            for p in list(self.parked.get(req_id, ())):
+                self._answer(p, error=P.ShuttingDownError())
+        # Dryad commands in flight get a short grace to finish (the dryad socket is
+        # still read, so their replies and completions are applied), then whatever
+        # is left is cancelled.
+        inflight = [t for t in self._tasks if not t.done()]
+        if inflight:
+            await asyncio.wait(inflight, timeout=self.cfg.shutdown_grace)
+        for task in (dryad_loop, events_loop, *self._tasks):
+            task.cancel()
+        await asyncio.gather(dryad_loop, events_loop, *self._tasks, return_exceptions=True)
+        if self._timer is not None:
+            self._timer.cancel()
+        self.tunnels.close_all()
+        self.keys.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.ctx is not None:
+            self.ctx.destroy(linger=int(self.cfg.shutdown_grace * 1000))
+        log.info("stopped", extra={"fields": {"client_msgs": self.stats.client_msgs,
+                                               "dryad_msgs": self.stats.dryad_msgs}})
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _recv_loop(self, sock: zmq.asyncio.Socket, handler: Callable[[list[Any]], None],
+                         copy: bool) -> None:
+        count = 0
+        while True:
+            frames = await sock.recv_multipart(copy=copy)
+            try:
+                handler(frames)
+            except Exception:  # a bug must not take the server down
+                log.exception("unexpected error while handling a message")
+            count += 1
+            if count >= YIELD_EVERY:
+                count = 0
+                await asyncio.sleep(0)
+
+    # ================================================================== turns
+    def _after_turn(self) -> None:
+        """Carry out the scheduler's effects, then re-arm its timer."""
+        while True:
+            effects = self.sched.drain_effects()
+            if not effects:
+                break
+            for effect in effects:
+                try:
+                    self._effect_handlers[type(effect)](effect)
+                except Exception:
+                    log.exception("failed to carry out %r", effect)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.sched.next_timer()
+        if when == self._timer_at and (when is None or self._timer is not None):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is None or self.loop is None or self._stopping:
+            return
+        delay = min(max(0.0, when - time.time()) + 0.001, 3600.0)
+        self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.sched.advance()
+        except Exception:
+            log.exception("scheduler timer failed")
+        self._after_turn()
+
+    def _allow(self, identity: bytes) -> bool:
+        """Per-peer token bucket: `peer_rate` messages/s, bursts of `peer_burst`."""
+        now = time.monotonic()
+        bucket = self._buckets.get(identity)
+        if bucket is None:
+            bucket = self._buckets[identity] = _Bucket(float(self.cfg.peer_burst), now)
+        tokens = min(float(self.cfg.peer_burst), bucket.tokens + (now - bucket.at) * self.cfg.peer_rate)
+        bucket.at = now
+        if tokens < 1.0:
+            bucket.tokens = tokens
+            return False
+        bucket.tokens = tokens - 1.0
+        return True
+
+    @staticmethod
+    def _peek_id(payload: bytes, limit: int) -> Any:
+        if len(payload) > limit:
+            return None
+        try:
+            obj = P.unpack(payload)
+        except BorutaError:
+            return None
+        msg_id = obj.get("id") if isinstance(obj, dict) else None
+        return msg_id if P._is_id(msg_id) else None
+
+    # ================================================================== client endpoint
+    def _on_client(self, frames: list[bytes]) -> None:
+        self.stats.client_msgs += 1
+        identity = frames[0]
+        if len(frames) == 2:
+            prefix: tuple[bytes, ...] = ()
+            payload = frames[1]
+        elif len(frames) == 3 and frames[1] == b"":
+            prefix, payload = (b"",), frames[2]          # a REQ peer
+        else:
+            self._reply((identity, ()), P.error_frame(None, P.BadFrameError(
+                f"expected one frame per message, got {len(frames) - 1}")))
+            return
+        route = (identity, prefix)
+        if not self._allow(identity):
+            self.stats.errors += 1
+            self._reply(route, P.error_frame(self._peek_id(payload, 4096), P.RateLimitedError(
+                f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
+            return
+        msg_id = None
+        try:
+            env = P.decode(payload, self.cfg.max_frame_bytes)
+            msg_id = env.id
+            if not env.is_request:
+                raise P.BadFrameError("the client endpoint takes requests, not replies")
+            assert env.op is not None and env.args is not None
+            op = P.CLIENT_OPS.get(env.op)
+            if op is None:
+                hint = " (a dryad operation: use the dryad endpoint)" if env.op in P.DRYAD_OPS else ""
+                raise P.UnknownOperationError(f"unknown operation {env.op!r}{hint}")
+            args = op.check(env.args)
+            result = self._client_ops[env.op](route, msg_id, args)
+        except BorutaError as exc:
+            self.stats.errors += 1
+            self._reply(route, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception("internal error in a client call")
+            self._reply(route, P.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
+        else:
+            if result is not PARKED:
+                self._reply(route, P.ok_frame(msg_id, result))
+        self._after_turn()
+
+    def _reply(self, route: tuple[bytes, tuple[bytes, ...]], frame: bytes) -> None:
+        assert self.client_sock is not None
+        send_now(self.client_sock, [route[0], *route[1], frame])
+
+    # ------------------------------------------------------------------ Requests
+    def _op_ping(self, route: Any, msg_id: Any, args: dict[str, Any]) -> Any:
+        return {"server": boruta.__version__, "protocol": P.PROTOCOL_VERSION,
+                "matcher": self.sched.matcher_kind, "endpoints": dict(self.endpoints),
+                "heartbeat_interval": self.cfg.heartbeat_interval}
+
+    def _op_new_request(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        req_id = self.sched.new_request(a["caps"], a["priority"], None, a["valid_after"],
+                                        a["deadline"],
+                                        queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
+        return {"id": req_id}
+
+    def _op_update_request(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.update_request(a["id"], a["priority"], a["valid_after"], a["deadline"])
+        return None
+
+    def _op_close_request(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.close_request(a["id"])
+        return None
+
+    def _op_get_request_info(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        return P.request_out(self.sched.get_request_info(a["id"]))
+
+    def _op_list_requests(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        items, info = self.sched.list_requests(a["filter"], a["sorter"], a["paginator"])
+        return P.list_out([P.request_out(i) for i in items], info)
+
+    def _op_prolong_access(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.prolong_access(a["id"])
+        return None
+
+    def _op_acquire_worker(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        req_id, timeout = a["id"], a["timeout"]
+        info = self.sched.get_request_info(req_id)
+        job = self.jobs.get(req_id)
+        if info.state is ReqState.INPROGRESS and job is not None:
+            return self._access_doc(job)
+        if info.state.terminal:
+            raise WorkerNotAssignedError(f"worker not assigned: request {req_id} is {info.state}")
+        if timeout == 0:
+            raise P.WaitTimeout(f"request {req_id} is {info.state}: no worker assigned yet")
+        return self._park(Parked("acquire", req_id, route, msg_id, timeout))
+
+    def _op_wait_request(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        req_id, timeout = a["id"], a["timeout"]
+        states = a["states"] or ALL_BUT_WAIT
+        info = self.sched.get_request_info(req_id)
+        if info.state in states:
+            return P.request_out(info)
+        if info.state.terminal:
+            raise self._ended(req_id, info.state, states)
+        if timeout == 0:
+            raise P.WaitTimeout(f"request {req_id} is {info.state}")
+        return self._park(Parked("wait", req_id, route, msg_id, timeout, states))
+
+    @staticmethod
+    def _ended(req_id: int, state: ReqState, states: frozenset[ReqState]) -> P.RequestEndedError:
+        wanted = ", ".join(sorted(str(s) for s in states))
+        return P.RequestEndedError(f"request {req_id} ended {state}; it will never be {wanted}")
+
+    def _access_doc(self, job: Job) -> dict[str, Any]:
+        access = AccessInfo(job.username, job.key.private_text, job.worker_uuid,
+                            addr=(self.cfg.public_host, job.port), key_type=job.key.key_type)
+        return P.access_out(access, job.key.private_text, job.key.key_type)
+
+    # ------------------------------------------------------------------ parked replies
+    def _park(self, parked: Parked) -> Any:
+        if self.parked_count >= self.cfg.max_parked:
+            raise P.ServerBusyError(f"server busy: {self.parked_count} calls already waiting")
+        self.parked.setdefault(parked.req_id, []).append(parked)
+        self.parked_count += 1
+        if parked.timeout is not None and self.loop is not None:
+            parked.timer = self.loop.call_later(parked.timeout, self._expire, parked)
+        return PARKED
+
+    def _answer(self, parked: Parked, result: Any = None, error: BorutaError | None = None) -> None:
+        waiting = self.parked.get(parked.req_id)
+        if waiting is None or parked not in waiting:
+            return
+        waiting.remove(parked)
+        if not waiting:
+            del self.parked[parked.req_id]
+        self.parked_count -= 1
+        if parked.timer is not None:
+            parked.timer.cancel()
+        frame = (P.error_frame(parked.msg_id, error) if error is not None
+                 else P.ok_frame(parked.msg_id, result))
+        self._reply(parked.route, frame)
+
+    def _expire(self, parked: Parked) -> None:
+        parked.timer = None
+        try:
+            state = self.sched.request_state(parked.req_id)
+        except BorutaError:
+            state = None
+        self._answer(parked, error=P.WaitTimeout(
+            f"request {parked.req_id} still {state} after {parked.timeout:g}s"))
+        self._after_turn()
+
+    def _wake_parked(self, req_id: int, state: ReqState) -> None:
+        for parked in list(self.parked.get(req_id, ())):
+            if parked.kind == "acquire":
+                if state.terminal:
+                    self._answer(parked, error=WorkerNotAssignedError(
+                        f"worker not assigned: request {req_id} is {state}"))
+            elif state in parked.states:
+                self._answer(parked, result=P.request_out(self.sched.get_request_info(req_id)))
+            elif state.terminal:
+                self._answer(parked, error=self._ended(req_id, state, parked.states))
+
+    # ------------------------------------------------------------------ Workers
+    def _op_list_workers(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        items, info = self.sched.list_workers(a["filter"], a["sorter"], a["paginator"])
+        return P.list_out([P.worker_out(i) for i in items], info)
+
+    def _op_get_worker_info(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        return P.worker_out(self.sched.get_worker_info(a["uuid"]))
+
+    def _op_set_state(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.set_state(a["uuid"], a["state"])
+        return None
+
+    def _op_set_groups(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.set_groups(a["uuid"], a["groups"])
+        return None
+
+    def _op_deregister(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        self.sched.deregister(a["uuid"])
+        return None
+
+    def _op_healthcheck(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
+        uuid = a["uuid"]
+        self.sched.get_worker_info(uuid)               # not_found for unknown workers
+        self._spawn(self._healthcheck(uuid, (route, msg_id)))
+        return PARKED
+
+    async def _healthcheck(self, uuid: str, reply_to: Any = None) -> None:
+        self._healthchecks.add(uuid)
+        try:
+            await self._command(uuid, "healthcheck", {})
+        except P.DryadError as exc:
+            reason = f"healthcheck failed: {exc.message}"
+            log.warning("healthcheck failed", extra={"fields": {"worker_uuid": uuid,
+                                                                 "reason": exc.message}})
+            with contextlib.suppress(BorutaError):
+                self.sched.set_fail(uuid, reason)
+            self._after_turn()
+            if reply_to is not None:
+                self._reply(reply_to[0], P.error_frame(reply_to[1], P.DryadError(reason)))
+        else:
+            if reply_to is not None:
+                self._reply(reply_to[0], P.ok_frame(reply_to[1], None))
+        finally:
+            self._healthchecks.discard(uuid)
+
+    # ================================================================== dryad endpoint
+    def _on_dryad(self, frames: list[zmq.Frame]) -> None:
+        self.stats.dryad_msgs += 1
+        identity = frames[0].bytes
+        if len(frames) != 2:
+            self._send_dryad(identity, P.error_frame(None, P.BadFrameError(
+                f"expected one frame per message, got {len(frames) - 1}")))
+            return
+        frame = frames[1]
+        payload = frame.bytes
+        if not self._allow(identity):
+            self._send_dryad(identity, P.error_frame(self._peek_id(payload, 4096), P.RateLimitedError(
+                f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
+            return
+        uuid = self.identities.get(identity)
+        if uuid is not None:
+            self.links[uuid].last_seen = time.monotonic()
+        msg_id = None
+        try:
+            env = P.decode(payload, self.cfg.max_frame_bytes)
+            msg_id = env.id
+            if not env.is_request:
+                self._on_command_reply(identity, env)
+                return
+            assert env.op is not None and env.args is not None
+            op = P.DRYAD_OPS.get(env.op)
+            if op is None:
+                hint = " (a client operation: use the client endpoint)" if env.op in P.CLIENT_OPS else ""
+                raise P.UnknownOperationError(f"unknown operation {env.op!r}{hint}")
+            args = op.check(env.args)
+            result = self._dryad_ops[env.op](identity, frame, args)
+        except BorutaError as exc:
+            self.stats.errors += 1
+            self._send_dryad(identity, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
+        except Exception as exc:
+            self.stats.errors += 1
+            log.exception("internal error in a dryad call")
+            self._send_dryad(identity, P.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
+        else:
+            self._send_dryad(identity, P.ok_frame(msg_id, result))
+        self._after_turn()
+
+    def _send_dryad(self, identity: bytes, frame: bytes) -> bool:
+        assert self.dryad_sock is not None
+        return send_now(self.dryad_sock, [identity, frame])
+
+    def _op_register(self, identity: bytes, frame: zmq.Frame, a: dict[str, Any]) -> Any:
+        try:
+            peer_ip = frame.get("Peer-Address")
+        except Exception:
+            peer_ip = None
+        dryad_address = P.fill_host(a["dryad_address"], peer_ip)
+        ssh_address = P.fill_host(a["ssh_address"], peer_ip)
+        uuid = self.sched.register(a["caps"], dryad_address, ssh_address)
+        previous = self.identities.get(identity)
+        if previous is not None and previous != uuid and previous in self.links:
+            self._dryad_lost(previous, f"its connection registered worker {uuid} instead")
+        old = self.links.get(uuid)
+        if old is not None and old.identity != identity:
+            self.identities.pop(old.identity, None)
+            self._fail_pending(old.identity, "dryad re-registered from a new connection")
+        self.links[uuid] = DryadLink(uuid, identity, peer_ip, time.monotonic())
+        self.identities[identity] = uuid
+        self.deregistered.pop(identity, None)
+        log.info("dryad registered", extra={"fields": {
+            "worker_uuid": uuid, "dryad_address": dryad_address, "ssh_address": ssh_address,
+            "peer": peer_ip}})
+        return {"uuid": uuid, "heartbeat_interval": self.cfg.heartbeat_interval,
+                "heartbeat_liveness": self.cfg.heartbeat_liveness}
+
+    def _registered(self, identity: bytes) -> str:
+        uuid = self.identities.get(identity)
+        if uuid is None:
+            gone = self.deregistered.get(identity)
+            if gone is not None:
+                raise P.DeregisteredError(f"worker {gone} was deregistered")
+            raise P.NotRegisteredError("this dryad is not registered: send register first")
+        return uuid
+
+    def _op_set_fail(self, identity: bytes, frame: Any, a: dict[str, Any]) -> Any:
+        uuid = self._registered(identity)
+        if a["uuid"] != uuid:
+            raise BadArgumentError(f"this dryad is registered as worker {uuid}, not {a['uuid']}")
+        self.sched.set_fail(uuid, a["reason"] or "")
+        return None
+
+    def _op_heartbeat(self, identity: bytes, frame: Any, a: dict[str, Any]) -> Any:
+        uuid = self._registered(identity)
+        if a["uuid"] is not None and a["uuid"] != uuid:
+            raise P.NotRegisteredError(f"this connection is registered as worker {uuid}")
+        return {}
+
+    # ------------------------------------------------------------------ commands to dryads
+    async def _command(self, uuid: str, op: str, args: dict[str, Any]) -> Any:
+        """Send `op` to the worker's dryad and await its reply (DryadError on any failure)."""
+        link = self.links.get(uuid)
+        if link is None:
+            raise P.DryadError(f"dryad of worker {uuid} is not connected")
+        cmd_id = next(self._cmd_ids)
+        assert self.loop is not None
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self._pending[cmd_id] = (fut, link.identity)
+        try:
+            if not self._send_dryad(link.identity, P.request_frame(cmd_id, op, args)):
+                raise P.DryadError(f"dryad of worker {uuid} is not connected")
+            try:
+                return await asyncio.wait_for(fut, self.cfg.dryad_reply_timeout)
+            except asyncio.TimeoutError:
+                raise P.DryadError(f"no reply to {op} within {self.cfg.dryad_reply_timeout:g}s") from None
+        finally:
+            self._pending.pop(cmd_id, None)
+
+    def _on_command_reply(self, identity: bytes, env: P.Envelope) -> None:
+        pending = self._pending.get(env.id) if isinstance(env.id, int) else None
+        if pending is None or pending[1] != identity:
+            log.debug("late or unknown reply from a dryad", extra={"fields": {"id": env.id}})
+            return
+        fut = pending[0]
+        if fut.done():
+            return
+        if env.error is not None:
+            fut.set_exception(P.DryadError(f"{env.error['code']}: {env.error['message']}"))
+        else:
+            fut.set_result(env.ok)
+
+    def _fail_pending(self, identity: bytes, reason: str) -> None:
+        for fut, ident in list(self._pending.values()):
+            if ident == identity and not fut.done():
+                fut.set_exception(P.DryadError(reason))
+
+    def _drop_link(self, uuid: str, reason: str) -> DryadLink | None:
+        link = self.links.pop(uuid, None)
+        if link is not None:
+            self.identities.pop(link.identity, None)
+            self._fail_pending(link.identity, f"dryad connection lost: {reason}")
+        return link
+
+    async def _prepare(self, uuid: str, op: int) -> None:
+        try:
+            key = await self.keys.take()
+            reply = await self._command(uuid, "prepare",
+                                        {"key": key.public_openssh, "key_type": key.key_type})
+            username = reply.get("username") if isinstance(reply, dict) else None
+            if not isinstance(username, str) or not username:
+                raise P.DryadError("the dryad's prepare reply lacks a username")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, BorutaError) else str(exc)
+            self.sched.worker_prepare_failed(uuid, op, reason)
+        else:
+            self.sched.worker_prepared(uuid, op, key, username)
+        self._after_turn()
+
+    async def _maintain(self, uuid: str, op: int, message: str) -> None:
+        try:
+            await self._command(uuid, "put_in_maintenance", {"message": message})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, BorutaError) else str(exc)
+            self.sched.worker_maintenance_failed(uuid, op, reason)
+        else:
+            self.sched.worker_in_maintenance(uuid, op)
+        self._after_turn()
+
+    # ================================================================== effects
+    def _fx_prepare(self, e: fx.PrepareWorker) -> None:
+        self._spawn(self._prepare(e.worker_uuid, e.op))
+
+    def _fx_maintenance(self, e: fx.PutInMaintenance) -> None:
+        self._spawn(self._maintain(e.worker_uuid, e.op, e.message))
+
+    def _fx_start_job(self, e: fx.StartJob) -> None:
+        try:
+            access = self.sched.acquire_worker(e.req_id)
+        except BorutaError:
+            return                                   # the request has moved on already
+        if access.worker_uuid != e.worker_uuid:
+            return
+        key = access.key
+        try:
+            if not isinstance(key, JobKey):
+                raise TunnelError("the worker holds no job key")
+            if not access.ssh_address:
+                raise TunnelError("the worker has no ssh address")
+            dest = P.split_host_port(access.ssh_address)
+            tunnel = self.tunnels.open(e.req_id, dest)
+        except (TunnelError, ValueError) as exc:
+            log.warning("job start failed", extra={"fields": {
+                "req_id": e.req_id, "worker_uuid": e.worker_uuid, "reason": str(exc)}})
+            self.sched.job_start_failed(e.req_id, f"cannot open tunnel: {exc}")
+            return
+        job = Job(e.req_id, e.worker_uuid, access.username, key, tunnel.port)
+        self.jobs[e.req_id] = job
+        log.info("job started", extra={"fields": {
+            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": tunnel.port,
+            "ssh_address": access.ssh_address, "username": access.username}})
+        doc = self._access_doc(job)
+        for parked in list(self.parked.get(e.req_id, ())):
+            if parked.kind == "acquire":
+                self._answer(parked, result=doc)
+
+    def _fx_finish_job(self, e: fx.FinishJob) -> None:
+        job = self.jobs.pop(e.req_id, None)      # the key is forgotten with the job
+        closed = self.tunnels.close(e.req_id)
+        if job is not None or closed:
+            log.info("job finished", extra={"fields": {"req_id": e.req_id,
+                                                        "worker_uuid": e.worker_uuid}})
+
+    def _fx_request_changed(self, e: fx.RequestChanged) -> None:
+        state = ReqState(e.state)
+        now = iso_now()
+        log.info(f"request {e.req_id} {state}", extra={"fields": {
+            "event": "request", "req_id": e.req_id, "state": str(state),
+            "worker_uuid": e.worker_uuid, "reason": e.reason}})
+        self._publish(P.request_topic(e.req_id), {
+            "kind": "request", "id": e.req_id, "state": str(state), "at": now,
+            "reason": e.reason, "worker_uuid": e.worker_uuid})
+        self._wake_parked(e.req_id, state)
+
+    def _fx_worker_changed(self, e: fx.WorkerChanged) -> None:
+        state = WorkerState(e.state)
+        log.info(f"worker {e.worker_uuid} {state}", extra={"fields": {
+            "event": "worker", "worker_uuid": e.worker_uuid, "state": str(state),
+            "reason": e.reason}})
+        self._publish(P.worker_topic(e.worker_uuid), {
+            "kind": "worker", "uuid": e.worker_uuid, "state": str(state), "at": iso_now(),
+            "reason": e.reason})
+
+    def _fx_worker_removed(self, e: fx.WorkerRemoved) -> None:
+        link = self._drop_link(e.worker_uuid, "worker deregistered")
+        if link is not None:
+            self.deregistered[link.identity] = e.worker_uuid
+            while len(self.deregistered) > 10000:
+                self.deregistered.pop(next(iter(self.deregistered)))
+        log.info(f"worker {e.worker_uuid} removed", extra={"fields": {
+            "event": "worker", "worker_uuid": e.worker_uuid, "state": "REMOVED",
+            "reason": "deregistered"}})
+        self._publish(P.worker_topic(e.worker_uuid), {
+            "kind": "worker", "uuid": e.worker_uuid, "state": "REMOVED", "at": iso_now(),
+            "reason": "deregistered"})
+
+    # ================================================================== events
+    def _publish(self, topic: bytes, doc: dict[str, Any]) -> None:
+        self._event_seq += 1
+        self.stats.events += 1
+        doc["seq"] = self._event_seq
+        if self.events_sock is not None and not self._stopping:
+            send_now(self.events_sock, [topic, P.pack(doc)])
+
+    def _on_subscription(self, frames: list[bytes]) -> None:
+        """XPUB: a subscription to hello/<nonce>/ is answered on that topic (subscriber sync)."""
+        data = frames[0] if frames else b""
+        if data[:1] == b"\x01" and data[1:].startswith(P.TOPIC_HELLO.encode()):
+            assert self.events_sock is not None
+            send_now(self.events_sock, [data[1:], P.pack({
+                "kind": "hello", "seq": self._event_seq, "at": iso_now(),
+                "heartbeat_interval": self.cfg.heartbeat_interval})])
+
+    # ================================================================== housekeeping
+    async def _housekeeping(self) -> None:
+        interval = self.cfg.heartbeat_interval
+        step = min(interval / 2, 1.0)
+        last_tick = last_health = last_purge = time.monotonic()
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            try:
+                limit = interval * self.cfg.heartbeat_liveness
+                for uuid, link in list(self.links.items()):
+                    if now - link.last_seen > limit:
+                        self._dryad_lost(uuid, f"no message for {now - link.last_seen:.1f}s")
+                if now - last_tick >= interval:
+                    last_tick = now
+                    if self.events_sock is not None:
+                        send_now(self.events_sock, [P.TOPIC_TICK.encode(), P.pack({
+                            "kind": "tick", "seq": self._event_seq, "at": iso_now(),
+                            "heartbeat_interval": interval})])
+                    for ident in [i for i, b in self._buckets.items() if now - b.at > 60]:
+                        del self._buckets[ident]
+                hc = self.cfg.healthcheck_interval
+                if hc and now - last_health >= hc:
+                    last_health = now
+                    self._periodic_healthchecks()
+                if now - last_purge >= 3600:
+                    last_purge = now
+                    purged = self.sched.purge_history()
+                    if purged:
+                        log.info("history purged", extra={"fields": {"requests": purged}})
+                self._after_turn()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _dryad_lost(self, uuid: str, reason: str) -> None:
+        self._drop_link(uuid, reason)
+        log.warning("dryad lost", extra={"fields": {"worker_uuid": uuid, "reason": reason}})
+        try:
+            self.sched.set_fail(uuid, f"dryad lost: {reason}")
+        except (InMaintenanceError, NotFoundError):
+            pass
+
+    def _periodic_healthchecks(self) -> None:
+        for uuid in list(self.links):
+            if uuid in self._healthchecks:
+                continue
+            try:
+                state = self.sched.get_worker_info(uuid).state
+            except BorutaError:
+                continue
+            if state is WorkerState.IDLE:
+                self._spawn(self._healthcheck(uuid))
+
+
+def iso_now() -> str:
+    return iso(datetime.now(timezone.utc)) or ""
+
+
+# ====================================================================== entry points
+async def serve(config: ServerConfig, ready: Callable[[Server], None] | None = None) -> int:
+    """Run a server until SIGTERM/SIGINT (or `server.request_stop()`); returns 0."""
+    server = Server(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, server.request_stop)
+    print(server.ready_line(), flush=True)
+    if ready is not None:
+        ready(server)
+    try:
+        await server.wait_stopped()
+    finally:
+        await server.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+def run_server(config: ServerConfig) -> int:
+    """Blocking: logging as configured, uvloop when installed, serve until stopped."""
+    setup_logging(config.log_level, config.log_format, config.log_file)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    try:
+        if uvloop is not None:
+            return uvloop.run(serve(config))
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m boruta.transport.server",
+                                     description="Run the Boruta server.")
+    parser.add_argument("--config", help="TOML configuration file")
+    for flag in ("listen", "dryad-listen", "events", "public-host", "tunnel-host",
+                 "tunnel-ports", "key-type", "log-level", "log-format", "log-file",
+                 "state-dir"):
+        parser.add_argument(f"--{flag}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other setting, e.g. --set heartbeat_interval=0.5")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
+                                 if k not in ("config", "set") and v is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    try:
+        config = load_server_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"boruta server: {exc}", file=sys.stderr)
+        return 2
+    return run_server(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Simulated dryads: DEALER peers that behave like boards, for tests, demos and benchmarks.
+
+A SimDryad registers, heartbeats and answers `prepare` (returning its
+session user name), `put_in_maintenance` and `healthcheck`. Faults can be
+injected at any time: failing prepare / maintenance / healthcheck with a
+reason, never answering (all commands or some), a delay before answering,
+and reporting a failure (set_fail).
+
+Many dryads run in one process and one event loop:
+
+    python -m boruta.transport.simdryad --count 50 --server tcp://127.0.0.1:7176
+
+`SimFarm` runs them in a background thread for tests (thread-safe helpers).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+import threading
+import uuid as uuidlib
+from typing import Any, Callable, Coroutine, Iterable, Mapping
+
+import zmq
+import zmq.asyncio
+
+from boruta.core.errors import BorutaError
+from boruta.transport.dryadlink import NO_REPLY, DryadLink
+from boruta.transport.logs import setup_logging
+
+log = logging.getLogger("boruta.simdryad")
+
+DEFAULT_SERVER = "tcp://127.0.0.1:7176"
+
+
+class SimFault(BorutaError):
+    code = "dryad_fault"
+    default_message = "simulated failure"
+
+
+class SimDryad:
+    def __init__(self, server: str = DEFAULT_SERVER, uuid: str | None = None,
+                 caps: Mapping[str, str] | None = None, *, ssh_address: str = ":22",
+                 dryad_address: str = ":7175", username: str = "boruta-user",
+                 ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0) -> None:
+        self.uuid = uuid or str(uuidlib.uuid4())
+        self.caps = {"UUID": self.uuid, "device_type": "sim", **dict(caps or {})}
+        self.caps["UUID"] = self.uuid
+        self.username = username
+        # Faults (change them at any time).
+        self.fail_prepare: str | None = None         # reason: prepare answers an error
+        self.fail_maintenance: str | None = None
+        self.fail_healthcheck: str | None = None
+        self.silent: bool = False                    # answer no command at all
+        self.silent_ops: set[str] = set()            # answer none of these commands
+        self.delay: float = 0.0                      # seconds before each answer
+        # What the board would hold.
+        self.public_key: str | None = None
+        self.key_type: str | None = None
+        self.maintenance_message: str | None = None
+        self.commands: list[str] = []
+        self.link = DryadLink(server, self.caps, dryad_address, ssh_address, self.handle,
+                              ctx=ctx, reply_timeout=reply_timeout, name=self.uuid[:8])
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        self.commands.append(op)
+        if self.silent or op in self.silent_ops:
+            return NO_REPLY
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if op == "prepare":
+            if self.fail_prepare:
+                raise SimFault(self.fail_prepare)
+            self.public_key, self.key_type = args["key"], args.get("key_type")
+            self.maintenance_message = None
+            return {"username": self.username}
+        if op == "put_in_maintenance":
+            if self.fail_maintenance:
+                raise SimFault(self.fail_maintenance)
+            self.public_key = None
+            self.maintenance_message = args.get("message") or "maintenance"
+            return None
+        if op == "healthcheck":
+            if self.fail_healthcheck:
+                raise SimFault(self.fail_healthcheck)
+            return None
+        raise SimFault(f"unknown command {op}")
+
+    async def run(self) -> None:
+        await self.link.run()
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    async def set_fail(self, reason: str) -> None:
+        await self.link.set_fail(reason)
+
+
+async def echo_server(host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
+    """A TCP echo server (stands in for sshd in tests and demos)."""
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+    return await asyncio.start_server(echo, host, port)
+
+
+class SimFarm:
+    """N simulated dryads on a background thread's event loop (for tests)."""
+
+    def __init__(self, server: str, count: int = 0, *, caps: Callable[[int], Mapping[str, str]]
+                 | Mapping[str, str] | None = None, ssh_address: str = ":22",
+                 uuids: Iterable[str] | None = None, username: str = "boruta-user") -> None:
+        self.server = server
+        self.ssh_address = ssh_address
+        self.username = username
+        self.loop = asyncio.new_event_loop()
+        self.ctx: zmq.asyncio.Context | None = None
+        self.dryads: list[SimDryad] = []
+        self._tasks: dict[int, asyncio.Future[Any]] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self.loop.run_forever, name="simfarm", daemon=True)
+        self._thread.start()
+        self.run(self._init_ctx())
+        uuid_list = list(uuids or [])
+        for index in range(count):
+            the_caps = caps(index) if callable(caps) else (caps or {})
+            self.add(uuid_list[index] if index < len(uuid_list) else None, the_caps)
+
+    async def _init_ctx(self) -> None:
+        self.ctx = zmq.asyncio.Context()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
+        """Run a coroutine on the farm's loop and wait for its result (bounded)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        async def wrapper() -> Any:
+            return fn()
+        return self.run(wrapper(), timeout)
+
+    def add(self, uuid: str | None = None, caps: Mapping[str, str] | None = None,
+            ssh_address: str | None = None) -> SimDryad:
+        async def make() -> SimDryad:
+            dryad = SimDryad(self.server, uuid, caps, ssh_address=ssh_address or self.ssh_address,
+                             username=self.username, ctx=self.ctx)
+            self._tasks[id(dryad)] = asyncio.ensure_future(dryad.run())
+            return dryad
+        dryad = self.run(make())
+        self.dryads.append(dryad)
+        return dryad
+
+    def remove(self, dryad: SimDryad, timeout: float = 5.0) -> None:
+        """Stop one dryad (its process 'dies': no more heartbeats)."""
+        async def halt() -> None:
+            dryad.stop()
+            task = self._tasks.pop(id(dryad), None)
+            if task is not None:
+                await asyncio.wait([task], timeout=timeout)
+        self.run(halt(), timeout + 1)
+        if dryad in self.dryads:
+            self.dryads.remove(dryad)
+
+    def wait_registered(self, timeout: float = 10.0, dryads: Iterable[SimDryad] | None = None) -> None:
+        async def wait() -> None:
+            await asyncio.gather(*(d.link.registered.wait() for d in (dryads or self.dryads)))
+        self.run(asyncio.wait_for(wait(), timeout), timeout + 1)
+
+    def echo_server(self) -> tuple[str, int]:
+        """Start a TCP echo server on the farm's loop; returns (host, port)."""
+        server = self.run(echo_server())
+        return server.sockets[0].getsockname()[:2]
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def halt() -> None:
+            for dryad in self.dryads:
+                dryad.stop()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+            if self.ctx is not None:
+                self.ctx.destroy(0)
+        with contextlib.suppress(Exception):
+            self.run(halt(), timeout + 2)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    def __enter__(self) -> "SimFarm":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _parse_caps(items: list[str]) -> dict[str, str]:
+    caps: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--caps {item!r}: expected KEY=VALUE")
+        caps[key] = value
+    return caps
+
+
+async def _main(args: argparse.Namespace) -> int:
+    ctx = zmq.asyncio.Context()
+    ssh_address = args.ssh_address
+    echo = None
+    if args.echo:
+        echo = await echo_server()
+        host, port = echo.sockets[0].getsockname()[:2]
+        ssh_address = f"{host}:{port}"
+    rng = random.Random(args.seed) if args.seed is not None else None
+    caps = _parse_caps(args.caps)
+    dryads = []
+    for index in range(args.count):
+        uuid = str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) if rng else None
+        dryad = SimDryad(args.server, uuid, caps, ssh_address=ssh_address,
+                         username=args.username, ctx=ctx)
+        dryad.fail_prepare = "simulated prepare failure" if args.fail_prepare else None
+        dryad.silent = args.silent
+        dryads.append(dryad)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(d.run()) for d in dryads]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(d.link.registered.wait() for d in dryads)),
+                               args.ready_timeout)
+        print(f"simdryad ready count={len(dryads)} server={args.server}", flush=True)
+        for d in dryads:
+            print(f"dryad {d.uuid}", flush=True)
+    except asyncio.TimeoutError:
+        log.warning("not every dryad registered within %ss", args.ready_timeout)
+    done_early = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION))
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([done_early, stopper], return_when=asyncio.FIRST_COMPLETED)
+    for d in dryads:
+        d.stop()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    done_early.cancel()
+    if echo is not None:
+        echo.close()
+    ctx.destroy(0)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures[:3]:
+        log.error("dryad stopped: %s", failure)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m boruta.transport.simdryad",
+                                     description="Run simulated dryads against a Boruta server.")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="the server's dryad endpoint")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--caps", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--ssh-address", default=":22",
+                        help="address advertised for sshd (empty host: the server fills it)")
+    parser.add_argument("--echo", action="store_true",
+                        help="serve a TCP echo server and advertise it as sshd")
+    parser.add_argument("--username", default="boruta-user")
+    parser.add_argument("--seed", type=int, help="deterministic UUIDs")
+    parser.add_argument("--fail-prepare", action="store_true")
+    parser.add_argument("--silent", action="store_true", help="never answer commands")
+    parser.add_argument("--ready-timeout", type=float, default=30.0)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    setup_logging(args.log_level)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_main(args))
+    return uvloop.run(_main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
