@@ -118,6 +118,9 @@ class Scheduler:
         self._effects: list[fx.Effect] = []
         self._last_id = 0
         self._seq = itertools.count(1)
+        # Op numbers are unique across workers and registrations, so a late answer
+        # to a deregistered worker's operation never matches its successor's (B3.10).
+        self._ops = itertools.count(1)
         self._caps_pool: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         self._now = self.clock.now()
 
@@ -193,7 +196,7 @@ class Scheduler:
             req.job_timeout = self._now + self.config.job_timeout
             self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
             worker.state = WS.RUN             # the matcher already took it off the idle set
-            worker.op += 1
+            worker.op = next(self._ops)
             worker.job = req.id
             self._effects.append(fx.WorkerChanged(uuid, WS.RUN, f"request {req.id}"))
             self._effects.append(fx.RequestChanged(req.id, RS.INPROGRESS, "assigned", uuid))
@@ -349,7 +352,8 @@ class Scheduler:
         return self._get_request(req_id).info()
 
     def request_state(self, req_id: int) -> ReqState:
-        """Cheap state lookup for the shell (parked acquires, waits)."""
+        """State lookup for the shell (parked acquires, waits), after due timers fire."""
+        self.advance()
         return self._get_request(req_id).state
 
     def acquire_worker(self, req_id: int) -> AccessInfo:
@@ -471,7 +475,7 @@ class Scheduler:
         self.advance()
         key, descending = sort_key(sorter, WORKER_SORT_KEYS)
         limit = page_limit(paginator)
-        border_uuid = "" if paginator is None else paginator.id
+        border_uuid = "" if paginator is None or paginator.id == 0 else paginator.id
         if not isinstance(border_uuid, str):
             raise BadArgumentError("paginator ID must be a worker UUID")
         border = None
@@ -520,7 +524,7 @@ class Scheduler:
         worker = self._get_worker(uuid)
         if worker.state not in (WS.MAINTENANCE, WS.FAIL):
             raise NotInFailOrMaintenanceError()
-        worker.op += 1
+        worker.op = next(self._ops)
         del self._workers[uuid]
         self._matcher.remove_worker(uuid)
         self._effects.append(fx.WorkerRemoved(uuid))
@@ -551,7 +555,7 @@ class Scheduler:
         if old is WS.RUN and new not in (WS.IDLE, WS.PREPARE):
             self._fail_job_of(worker, reason)
         worker.state = new
-        worker.op += 1
+        worker.op = next(self._ops)
         if new is WS.PREPARE:
             self._effects.append(fx.PrepareWorker(worker.uuid, worker.op))
         elif new is WS.BUSY:
@@ -628,6 +632,7 @@ class Scheduler:
         worker = self._workers.get(req.job_worker)
         self._effects.append(fx.FinishJob(req.id, req.job_worker))
         req.state, req.job_worker, req.job_timeout = RS.WAIT, None, None
+        req.prolongs = 0                     # the job never started (A3)
         self._effects.append(fx.RequestChanged(req.id, RS.WAIT, f"job start failed: {reason}"))
         if worker is not None and worker.job == req.id:
             worker.job = None

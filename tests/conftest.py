@@ -1,0 +1,46 @@
+"""Shared fixtures: every scheduler test runs against both matchers.
+
+The "compiled" matcher (boruta._matcher, built from boruta/_matcher.pyx) is
+skipped only while it cannot be imported; once `make build` has produced
+it, the same tests simply run against it too.
+"""
+from __future__ import annotations
+
+import pytest
+
+from helpers import START, Farm  # tests/ is on sys.path (no __init__.py)
+
+from boruta.core.clock import ManualClock
+from boruta.core.config import SchedulerConfig
+from boruta.core.scheduler import Scheduler
+
+
+@pytest.fixture(params=["reference", "compiled"])
+def matcher_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "compiled":
+        pytest.importorskip("boruta._matcher",
+                            reason="compiled matcher boruta._matcher is not built")
+    return request.param
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def config() -> SchedulerConfig:
+    """Override in a test module (or with indirect parametrisation) for other settings."""
+    return SchedulerConfig()
+
+
+@pytest.fixture
+def sched(clock: ManualClock, config: SchedulerConfig, matcher_kind: str) -> Scheduler:
+    s = Scheduler(clock, config=config, matcher=matcher_kind)
+    assert s.matcher_kind == matcher_kind
+    return s
+
+
+@pytest.fixture
+def farm(sched: Scheduler, clock: ManualClock) -> Farm:
+    return Farm(sched, clock)
