@@ -40,6 +40,13 @@ class FinishJob:
 
 
 @dataclass(frozen=True)
+class ResumeJob:
+    """After a server restart: the job's dryad is back, reopen its tunnel."""
+    req_id: int
+    worker_uuid: str
+
+
+@dataclass(frozen=True)
 class RequestChanged:
     req_id: int
     state: ReqState
@@ -59,5 +66,5 @@ class WorkerRemoved:
     worker_uuid: str
 
 
-Effect = (PrepareWorker | PutInMaintenance | StartJob | FinishJob | RequestChanged
+Effect = (PrepareWorker | PutInMaintenance | StartJob | FinishJob | ResumeJob | RequestChanged
           | WorkerChanged | WorkerRemoved)

@@ -33,6 +33,7 @@ from boruta.core.listing import (REQUEST_SORT_KEYS, WORKER_SORT_KEYS, page_limit
 from boruta.core.matching import make_matcher
 from boruta.core.reference import caps_satisfied, groups_satisfied
 from boruta.core.timers import RequestTimers, TimerKind
+from boruta.core.records import Changes, Snapshot
 from boruta.core.types import (HI_PRIO, LO_PRIO, AccessInfo, JobInfo, ListInfo, Paginator,
                                ReqInfo, ReqState, RequestFilter, SortInfo, UserInfo,
                                WorkerFilter, WorkerInfo, WorkerState, to_datetime,
@@ -123,6 +124,13 @@ class Scheduler:
         self._ops = itertools.count(1)
         self._caps_pool: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         self._now = self.clock.now()
+        # What changed since the last drain_changes(), for the durable store.
+        self._dirty_requests: set[int] = set()
+        self._dirty_workers: set[str] = set()
+        self._removed_workers: list[str] = []
+        self._purged: list[int] = []
+        # Workers restored from the store whose dryad has not registered since.
+        self._awaiting_dryad: set[str] = set()
 
     @property
     def matcher_kind(self) -> str:
@@ -198,6 +206,8 @@ class Scheduler:
             worker.state = WS.RUN             # the matcher already took it off the idle set
             worker.op = next(self._ops)
             worker.job = req.id
+            self._dirty_requests.add(req.id)
+            self._dirty_workers.add(uuid)
             self._effects.append(fx.WorkerChanged(uuid, WS.RUN, f"request {req.id}"))
             self._effects.append(fx.RequestChanged(req.id, RS.INPROGRESS, "assigned", uuid))
             self._effects.append(fx.StartJob(req.id, uuid))
@@ -213,6 +223,7 @@ class Scheduler:
     def _end_request(self, req: _Request, state: ReqState, reason: str) -> None:
         req.state = state
         req.ended_at = self._now
+        self._dirty_requests.add(req.id)
         self._effects.append(fx.RequestChanged(req.id, state, reason, req.job_worker))
 
     def _finish_job(self, req: _Request, state: ReqState, reason: str) -> None:
@@ -225,6 +236,7 @@ class Scheduler:
         self._effects.append(fx.FinishJob(req.id, uuid))
         if worker is not None and worker.job == req.id:
             worker.job = None
+            self._dirty_workers.add(uuid)
             if worker.state is WS.RUN:
                 self._set_worker_state(worker, WS.PREPARE, "job finished")
 
@@ -266,6 +278,7 @@ class Scheduler:
         req = _Request(self._last_id, priority, groups, self._intern_caps(wanted),
                        valid_ts, deadline_ts, next(self._seq))
         self._requests[req.id] = req
+        self._dirty_requests.add(req.id)
         self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "created"))
         self._timers.push(deadline_ts, TimerKind.DEADLINE, req.id)
         if self._maybe_ready(req):
@@ -329,6 +342,7 @@ class Scheduler:
         if new_deadline != req.deadline:
             req.deadline = new_deadline
             self._timers.push(new_deadline, TimerKind.DEADLINE, req.id)
+        self._dirty_requests.add(req.id)
         self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "updated"))
         if req.deadline <= now:
             self._end_request(req, RS.TIMEOUT, "deadline passed")
@@ -378,6 +392,7 @@ class Scheduler:
             raise ProlongLimitError(f"access cannot be prolonged more than {limit} times")
         req.prolongs += 1
         req.job_timeout = self._now + self.config.job_timeout
+        self._dirty_requests.add(req.id)
         self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
 
     def list_requests(self, filter: RequestFilter | None = None, sorter: SortInfo | None = None,
@@ -418,6 +433,8 @@ class Scheduler:
                if r.ended_at is not None and r.ended_at < horizon]
         for req_id in old:
             del self._requests[req_id]
+            self._dirty_requests.discard(req_id)
+        self._purged.extend(old)
         return len(old)
 
     # ------------------------------------------------------------------ Superviser
@@ -431,6 +448,7 @@ class Scheduler:
         if worker is None:
             worker = _Worker(uuid, checked, dryad_address, ssh_address)
             self._workers[uuid] = worker
+            self._dirty_workers.add(uuid)
             self._matcher.add_worker(uuid, checked, worker.groups)
             self._effects.append(fx.WorkerChanged(uuid, WS.MAINTENANCE, "registered"))
             return uuid
@@ -440,9 +458,13 @@ class Scheduler:
                 or checked != worker.caps):
             target = WS.BUSY
         worker.caps, worker.dryad_address, worker.ssh_address = checked, dryad_address, ssh_address
+        self._dirty_workers.add(uuid)
         self._matcher.update_worker(uuid, checked, worker.groups)
         if target is not worker.state:
+            self._awaiting_dryad.discard(uuid)
             self._set_worker_state(worker, target, "registered again")
+        elif uuid in self._awaiting_dryad:
+            self._resume(worker)
         self._match()
         return uuid
 
@@ -515,6 +537,7 @@ class Scheduler:
         self.advance()
         worker = self._get_worker(uuid)
         worker.groups = check_groups(groups)
+        self._dirty_workers.add(uuid)
         self._matcher.update_worker(uuid, worker.caps, worker.groups)
         self._match()
 
@@ -526,6 +549,9 @@ class Scheduler:
             raise NotInFailOrMaintenanceError()
         worker.op = next(self._ops)
         del self._workers[uuid]
+        self._awaiting_dryad.discard(uuid)
+        self._dirty_workers.discard(uuid)
+        self._removed_workers.append(uuid)
         self._matcher.remove_worker(uuid)
         self._effects.append(fx.WorkerRemoved(uuid))
         self._invalidate_orphans(worker)
@@ -550,6 +576,8 @@ class Scheduler:
     def _set_worker_state(self, worker: _Worker, new: WorkerState, reason: str) -> None:
         """The one place where a worker's state changes (SPEC B3.9)."""
         old = worker.state
+        self._dirty_workers.add(worker.uuid)
+        self._awaiting_dryad.discard(worker.uuid)
         if old is WS.IDLE and new is not WS.IDLE:
             self._matcher.set_idle(worker.uuid, False)
         if old is WS.RUN and new not in (WS.IDLE, WS.PREPARE):
@@ -633,6 +661,7 @@ class Scheduler:
         self._effects.append(fx.FinishJob(req.id, req.job_worker))
         req.state, req.job_worker, req.job_timeout = RS.WAIT, None, None
         req.prolongs = 0                     # the job never started (A3)
+        self._dirty_requests.add(req.id)
         self._effects.append(fx.RequestChanged(req.id, RS.WAIT, f"job start failed: {reason}"))
         if worker is not None and worker.job == req.id:
             worker.job = None
@@ -643,6 +672,116 @@ class Scheduler:
         elif self._maybe_ready(req):
             self._match()
         return True
+
+    # ------------------------------------------------------------------ durability
+    def drain_changes(self) -> Changes:
+        """The records changed since the last drain, for the store to commit."""
+        changes = Changes(
+            requests=[self._request_record(self._requests[i]) for i in sorted(self._dirty_requests)
+                      if i in self._requests],
+            workers=[self._worker_record(self._workers[u]) for u in sorted(self._dirty_workers)
+                     if u in self._workers],
+            removed_workers=self._removed_workers, purged_requests=self._purged)
+        if self._dirty_requests:
+            changes.last_id, changes.last_seq = self._last_id, self._peek_seq()
+        self._dirty_requests, self._dirty_workers = set(), set()
+        self._removed_workers, self._purged = [], []
+        return changes
+
+    def _peek_seq(self) -> int:
+        # itertools.count cannot be read without taking a number; take it and put it back.
+        value = next(self._seq)
+        self._seq = itertools.count(value)
+        return value - 1
+
+    @staticmethod
+    def _request_record(req: _Request) -> dict[str, Any]:
+        return {"id": req.id, "priority": req.priority, "groups": req.groups,
+                "caps": dict(req.caps), "valid_after": req.valid_after,
+                "deadline": req.deadline, "state": str(req.state), "job_worker": req.job_worker,
+                "job_timeout": req.job_timeout, "seq": req.seq, "prolongs": req.prolongs,
+                "ended_at": req.ended_at}
+
+    @staticmethod
+    def _worker_record(worker: _Worker) -> dict[str, Any]:
+        return {"uuid": worker.uuid, "caps": worker.caps, "groups": worker.groups,
+                "state": str(worker.state), "dryad_address": worker.dryad_address,
+                "ssh_address": worker.ssh_address, "key": worker.key,
+                "username": worker.username, "fail_reason": worker.fail_reason,
+                "job": worker.job}
+
+    def snapshot(self) -> Snapshot:
+        """Every record, as the store keeps them (for dumps and tests)."""
+        return Snapshot(self._last_id, self._peek_seq(),
+                        [self._request_record(r) for r in self._requests.values()],
+                        [self._worker_record(w) for w in self._workers.values()])
+
+    @classmethod
+    def restore(cls, snapshot: Snapshot, clock: Clock | None = None,
+                config: SchedulerConfig | None = None, matcher: str | None = None) -> "Scheduler":
+        """Rebuild the books after a restart (SPEC issue 5).
+
+        Requests keep their IDs, fields and queue places; timers are re-armed
+        (those that passed fire at the next call). Workers keep their state
+        but wait for their dryads: none is offered work, and no transition
+        resumes, until its dryad registers again (`register`); the shell
+        fails those that stay away (`overdue_dryads`).
+        """
+        sched = cls(clock, config, matcher)
+        sched._last_id = max([snapshot.last_id] + [r["id"] for r in snapshot.requests])
+        top_seq = max([snapshot.last_seq] + [r["seq"] for r in snapshot.requests])
+        sched._seq = itertools.count(top_seq + 1)
+        for rec in snapshot.workers:
+            worker = _Worker(rec["uuid"], dict(rec["caps"]), rec["dryad_address"],
+                             rec["ssh_address"])
+            worker.groups = tuple(rec["groups"])
+            worker.state = WorkerState(rec["state"])
+            worker.key, worker.username = rec["key"], rec["username"]
+            worker.fail_reason, worker.job = rec["fail_reason"], rec["job"]
+            worker.op = next(sched._ops)
+            sched._workers[worker.uuid] = worker
+            sched._matcher.add_worker(worker.uuid, worker.caps, worker.groups)
+            if worker.state not in (WS.MAINTENANCE, WS.FAIL):
+                sched._awaiting_dryad.add(worker.uuid)
+        timers: list[tuple[float, TimerKind, int]] = []
+        now = sched._now
+        for rec in snapshot.requests:
+            req = _Request(rec["id"], rec["priority"], tuple(rec["groups"]),
+                           sched._intern_caps(dict(rec["caps"])), rec["valid_after"],
+                           rec["deadline"], rec["seq"])
+            req.state = ReqState(rec["state"])
+            req.job_worker, req.job_timeout = rec["job_worker"], rec["job_timeout"]
+            req.prolongs, req.ended_at = rec["prolongs"], rec["ended_at"]
+            sched._requests[req.id] = req
+            if req.state is RS.WAIT:
+                timers.append((req.deadline, TimerKind.DEADLINE, req.id))
+                if req.valid_after <= now < req.deadline:
+                    sched._enter_matcher(req)
+                else:
+                    timers.append((req.valid_after, TimerKind.VALID_AFTER, req.id))
+            elif req.state is RS.INPROGRESS and req.job_timeout is not None:
+                timers.append((req.job_timeout, TimerKind.JOB_TIMEOUT, req.id))
+        sched._timers.extend(timers)
+        return sched
+
+    def _resume(self, worker: _Worker) -> None:
+        """The dryad of a restored worker is back: pick up where the old server stopped."""
+        self._awaiting_dryad.discard(worker.uuid)
+        if worker.state is WS.IDLE:
+            self._matcher.set_idle(worker.uuid, True)
+        elif worker.state is WS.PREPARE:
+            worker.op = next(self._ops)
+            self._effects.append(fx.PrepareWorker(worker.uuid, worker.op))
+        elif worker.state is WS.BUSY:
+            worker.op = next(self._ops)
+            self._effects.append(fx.PutInMaintenance(worker.uuid, worker.op,
+                                                     self.config.maintenance_message))
+        elif worker.state is WS.RUN and worker.job is not None:
+            self._effects.append(fx.ResumeJob(worker.job, worker.uuid))
+
+    def overdue_dryads(self) -> list[str]:
+        """Restored workers whose dryads have not come back yet."""
+        return sorted(self._awaiting_dryad)
 
     # ------------------------------------------------------------------ introspection
     def worker_ids(self) -> list[str]:
