@@ -129,6 +129,7 @@ class Scheduler:
         self._dirty_workers: set[str] = set()
         self._removed_workers: list[str] = []
         self._purged: list[int] = []
+        self._drained_counters = (0, 0)          # (last ID, last seq) the store has
         # Workers restored from the store whose dryad has not registered since.
         self._awaiting_dryad: set[str] = set()
 
@@ -682,8 +683,10 @@ class Scheduler:
             workers=[self._worker_record(self._workers[u]) for u in sorted(self._dirty_workers)
                      if u in self._workers],
             removed_workers=self._removed_workers, purged_requests=self._purged)
-        if self._dirty_requests:
-            changes.last_id, changes.last_seq = self._last_id, self._peek_seq()
+        counters = (self._last_id, self._peek_seq())
+        if counters != self._drained_counters:
+            changes.last_id, changes.last_seq = counters
+            self._drained_counters = counters
         self._dirty_requests, self._dirty_workers = set(), set()
         self._removed_workers, self._purged = [], []
         return changes
@@ -731,6 +734,7 @@ class Scheduler:
         sched._last_id = max([snapshot.last_id] + [r["id"] for r in snapshot.requests])
         top_seq = max([snapshot.last_seq] + [r["seq"] for r in snapshot.requests])
         sched._seq = itertools.count(top_seq + 1)
+        sched._drained_counters = (sched._last_id, top_seq)
         for rec in snapshot.workers:
             worker = _Worker(rec["uuid"], dict(rec["caps"]), rec["dryad_address"],
                              rec["ssh_address"])
