@@ -1,0 +1,256 @@
+"""`make demo`: a working farm on this machine, and a workload that uses it.
+
+It starts a real Boruta server, simulated dryads of three board types (their
+"sshd" is an echo server, so every tunnel carries real bytes), brings every
+worker to IDLE, and runs a few CI-like clients that file requests, wait for
+their board, talk to it through the tunnel and close. Every decision the
+scheduler makes is printed live from the event stream; a summary follows.
+
+    python -m boruta.demo [--duration 20] [--clients 12] [--state-dir DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from boruta.core.errors import BorutaError
+from boruta.core.types import ReqState, WorkerState
+from boruta.transport.client import Client
+
+BOARDS = [  # (count, caps)
+    (4, {"device_type": "rpi4", "arch": "arm64", "usb": "yes"}),
+    (3, {"device_type": "odroid-xu4", "arch": "armv7", "hdmi": "yes"}),
+    (2, {"device_type": "beaglebone", "arch": "armv7", "serial": "115200"}),
+]
+WANTS = [
+    {"device_type": "rpi4"},
+    {"device_type": "rpi4", "usb": "yes"},
+    {"device_type": "odroid-xu4"},
+    {"arch": "armv7"},
+    {"device_type": "beaglebone", "serial": "115200"},
+]
+DEFAULTS = ("tcp://127.0.0.1:7175", "tcp://127.0.0.1:7176", "tcp://127.0.0.1:7177")
+console = Console(highlight=False)
+
+
+class Process:
+    """A child process whose stdout we read until it prints its ready line."""
+
+    def __init__(self, argv: list[str], ready_prefix: str, timeout: float = 30.0) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        self.ready_line = ""
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(ready_prefix):
+                self.ready_line = line.strip()
+                break
+        if not self.ready_line:
+            self.stop()
+            raise RuntimeError(f"{argv[2]} did not start (exit {self.proc.poll()})")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for _ in self.proc.stdout:
+            pass
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def free(endpoint: str) -> bool:
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    with socket.socket() as sock:
+        return sock.connect_ex((host, int(port))) != 0
+
+
+def start_server(state_dir: str) -> tuple[Process, dict[str, str]]:
+    endpoints = DEFAULTS if all(free(e) for e in DEFAULTS) else tuple(
+        "tcp://127.0.0.1:*" for _ in DEFAULTS)
+    argv = [sys.executable, "-m", "boruta.transport.server", "--listen", endpoints[0],
+            "--dryad-listen", endpoints[1], "--events", endpoints[2], "--key-type", "ed25519",
+            "--state-dir", state_dir, "--log-level", "warning"]
+    server = Process(argv, "boruta server ready")
+    found = dict(part.split("=", 1) for part in server.ready_line.split()[3:])
+    return server, found
+
+
+def start_dryads(dryad_endpoint: str) -> list[Process]:
+    dryads = []
+    for count, caps in BOARDS:
+        argv = [sys.executable, "-m", "boruta.transport.simdryad", "--server", dryad_endpoint,
+                "--count", str(count), "--echo"]
+        for key, value in caps.items():
+            argv += ["--caps", f"{key}={value}"]
+        dryads.append(Process(argv, "simdryad ready"))
+    return dryads
+
+
+def bring_idle(client: Client, expected: int, timeout: float = 30.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers, _ = client.list_workers(None, None, None)
+        for worker in workers:
+            if worker.state is WorkerState.MAINTENANCE:
+                client.set_state(worker.worker_uuid, WorkerState.IDLE)
+        if sum(w.state is WorkerState.IDLE for w in workers) >= expected:
+            return [w.worker_uuid for w in workers]
+        time.sleep(0.2)
+    raise RuntimeError("the workers did not all become IDLE")
+
+
+def follow_events(endpoint: str, events_endpoint: str, stop: threading.Event,
+                  names: dict[str, str]) -> None:
+    client = Client(endpoint, events_endpoint=events_endpoint)
+    try:
+        for event in client.events():
+            if stop.is_set():
+                break
+            if not event or event.get("kind") not in ("request", "worker"):
+                continue
+            at = str(event.get("at", ""))[11:23]
+            if event["kind"] == "request":
+                worker = names.get(event.get("worker_uuid") or "", "")
+                colour = {"IN PROGRESS": "green", "DONE": "cyan", "WAITING": "yellow"}.get(
+                    event["state"], "red")
+                console.print(f"[dim]{at}[/] request {event['id']:>4} [{colour}]{event['state']:<11}[/]"
+                              f" {worker} [dim]{event.get('reason', '')}[/]")
+            elif event["state"] in ("RUNNING", "FAILED", "MAINTENANCE"):
+                console.print(f"[dim]{at}[/] worker  {names.get(event['uuid'], event['uuid'][:8]):>4} "
+                              f"{event['state']} [dim]{event.get('reason', '')}[/]")
+    except BorutaError:
+        pass
+    finally:
+        client.close()
+
+
+def workload(endpoint: str, seed: int, stop: threading.Event, stats: Counter) -> None:
+    rng = random.Random(seed)
+    client = Client(endpoint, timeout=10.0)
+    try:
+        while not stop.is_set():
+            caps = rng.choice(WANTS)
+            started = time.monotonic()
+            req_id = client.new_request(dict(caps), rng.randint(1, 16))
+            stats["requests"] += 1
+            try:
+                access = client.acquire_worker(req_id, timeout=15.0)
+            except BorutaError:
+                stats["gave up"] += 1
+                with contextlib.suppress(BorutaError):
+                    client.close_request(req_id)
+                continue
+            stats["wait_ms"] += int((time.monotonic() - started) * 1000)
+            assert access.addr is not None
+            with socket.create_connection(access.addr, timeout=5) as conn:
+                conn.sendall(b"uname -a\n")
+                if conn.recv(64) == b"uname -a\n":      # the echo "board" answers
+                    stats["tunnel round trips"] += 1
+            time.sleep(rng.uniform(0.2, 1.0))               # the "test" runs
+            client.close_request(req_id)
+            stats["jobs done"] += 1
+    except BorutaError as exc:
+        stats[f"error: {exc.code}"] += 1
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m boruta.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of workload")
+    parser.add_argument("--clients", type=int, default=12, help="concurrent CI clients")
+    parser.add_argument("--state-dir", help="server state directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    state_dir = args.state_dir or tempfile.mkdtemp(prefix="boruta-demo-")
+    expected = sum(count for count, _ in BOARDS)
+    console.print(f"[bold]Boruta demo[/]: server, {expected} simulated boards, "
+                  f"{args.clients} clients for {args.duration:g} s (state in {state_dir})")
+    server, endpoints = start_server(state_dir)
+    dryads: list[Process] = []
+    stop = threading.Event()
+    stats: Counter = Counter()
+    try:
+        console.print(f"server ready: clients {endpoints['listen']}, dryads {endpoints['dryad']},"
+                      f" events {endpoints['events']}")
+        dryads = start_dryads(endpoints["dryad"])
+        client = Client(endpoints["listen"])
+        uuids = bring_idle(client, expected)
+        names = {uuid: f"w{n}" for n, uuid in enumerate(sorted(uuids), 1)}
+        console.print(f"{expected} workers IDLE; workload starts\n")
+        watcher = threading.Thread(target=follow_events, daemon=True,
+                                   args=(endpoints["listen"], endpoints["events"], stop, names))
+        watcher.start()
+        threads = [threading.Thread(target=workload, args=(endpoints["listen"], n, stop, stats))
+                   for n in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        time.sleep(args.duration)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        show_summary(client, stats, names)
+        client.close()
+        return 0
+    except KeyboardInterrupt:
+        stop.set()
+        return 130
+    finally:
+        stop.set()
+        for dryad in dryads:
+            dryad.stop()
+        server.stop()
+        if not args.state_dir:
+            for path in Path(state_dir).glob("*"):
+                path.unlink()
+            os.rmdir(state_dir)
+
+
+def show_summary(client: Client, stats: Counter, names: dict[str, str]) -> None:
+    requests, info = client.list_requests(None, None, None)
+    by_state = Counter(str(r.state) for r in requests)
+    per_worker = Counter(names.get(r.job.worker_uuid, "?") for r in requests
+                         if r.job is not None and r.state is ReqState.DONE)
+    table = Table(title="summary", show_header=False)
+    table.add_row("requests filed", str(info.total_items))
+    for state, count in sorted(by_state.items()):
+        table.add_row(f"  {state}", str(count))
+    done = stats["jobs done"]
+    table.add_row("tunnel round trips", str(stats["tunnel round trips"]))
+    if done:
+        table.add_row("mean wait for a board", f"{stats['wait_ms'] / done:.0f} ms")
+    table.add_row("jobs per worker", ", ".join(f"{w}:{c}" for w, c in sorted(per_worker.items())))
+    for key, value in stats.items():
+        if key.startswith("error") or key == "gave up":
+            table.add_row(key, str(value))
+    console.print()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
