@@ -185,6 +185,8 @@ class DryadAgent:
                 self.handle, ctx=self._ctx, reply_timeout=self.reply_timeout,
                 name=self.uuid[:8], max_heartbeat_interval=self.config.heartbeat_interval,
                 retry_base=self.retry_base, retry_max=self.retry_max)
+            log.info("dryad %s connecting to %s (ssh %s)", self.uuid, self.config.server,
+                     self.ssh_address)
             announcer = asyncio.create_task(self._announce(self.link))
             try:
                 await self.link.run()
@@ -296,13 +298,13 @@ class DryadAgent:
         self.commands.append(op)
         if op == "prepare":
             username = await self.ops.prepare(args["key"])
-            log.info("prepared a session for %s (%s key)", username,
+            log.info("dryad %s: prepared a session for %s (%s key)", self.uuid[:8], username,
                      args.get("key_type") or "unknown")
             return {"username": username}
         if op == "put_in_maintenance":
             message = args.get("message") or "maintenance"
             await self.ops.put_in_maintenance(message)
-            log.info("in maintenance: %r", message)
+            log.info("dryad %s: in maintenance: %r", self.uuid[:8], message)
             return None
         if op == "healthcheck":
             problems = await self.ops.healthcheck()
@@ -361,7 +363,12 @@ def run_agent(config: DryadConfig, *, log_level: str = "info", log_format: str =
     """
     from boruta.transport.logs import setup_logging
 
-    setup_logging(log_level, log_format)
+    logger = setup_logging(log_level, log_format)
+    # paramiko logs every client that hangs up abruptly as an ERROR: keep it for debugging.
+    noisy = logging.getLogger("paramiko")
+    noisy.handlers[:] = list(logger.handlers)
+    noisy.setLevel(logging.WARNING if log_level == "debug" else logging.CRITICAL)
+    noisy.propagate = False
 
     def on_ready(agent: DryadAgent) -> None:
         if announce:

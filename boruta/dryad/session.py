@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
 from boruta.core.errors import BorutaError
 from boruta.dryad.sftp import RootedSFTPServer
@@ -399,7 +400,10 @@ class EmbeddedSSHServer:
 
     def _serve(self, sock: socket.socket, peer) -> None:
         sock.setblocking(True)
-        transport = paramiko.Transport(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # SSH is request/answer: Nagle + delayed ACKs would add ~40 ms per round trip.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = _Transport(sock)
         transport.add_server_key(self.host_key)
         transport.set_subsystem_handler("sftp", paramiko.SFTPServer, RootedSFTPServer)
         conn = _Connection(self, transport)
@@ -435,6 +439,23 @@ class EmbeddedSSHServer:
                     conn.job.conns.discard(conn)
 
 
+def _handle_request_then_start(channel: paramiko.Channel, m: paramiko.Message) -> None:
+    paramiko.Channel._handle_request(channel, m)        # answers the request if asked to
+    conn = channel.transport.server_object
+    if isinstance(conn, _Connection):
+        conn._start_pending(channel)
+
+
+class _Transport(paramiko.Transport):
+    """paramiko's Transport, but an exec or shell command starts only after the reply to
+    its request has been sent. Started from the request callback, as paramiko suggests,
+    a quick command's exit status and channel close can overtake that reply, and a
+    paramiko client then fails the exec with "Channel closed."."""
+
+    _channel_handler_table = {**paramiko.Transport._channel_handler_table,
+                              MSG_CHANNEL_REQUEST: _handle_request_then_start}
+
+
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is None:
         try:
@@ -452,6 +473,7 @@ class _Connection(paramiko.ServerInterface):
         self.job: _Job | None = None
         self.channels: set[paramiko.Channel] = set()
         self._chans: dict[int, _ChanState] = {}
+        self._pending: dict[int, threading.Thread] = {}  # commands to start (see _Transport)
 
     @property
     def workdir(self) -> str | None:  # for RootedSFTPServer
@@ -538,9 +560,16 @@ class _Connection(paramiko.ServerInterface):
         if state.busy or self._current() is None:
             return False
         state.busy = True
-        threading.Thread(target=self._run, args=(channel, state, command),
-                         name="dryad-ssh-exec", daemon=True).start()
+        # Started by _Transport once the reply to this request has gone out.
+        self._pending[channel.get_id()] = threading.Thread(
+            target=self._run, args=(channel, state, command), name="dryad-ssh-exec",
+            daemon=True)
         return True
+
+    def _start_pending(self, channel: paramiko.Channel) -> None:
+        thread = self._pending.pop(channel.get_id(), None)
+        if thread is not None:
+            thread.start()
 
     # running commands
 
@@ -594,7 +623,7 @@ class _Connection(paramiko.ServerInterface):
         except Exception as e:  # a dying connection: nothing more to tell anyone
             log.debug("session channel ended: %s", e)
         finally:
-            chan.close()
+            _close_quietly(chan)
             self._chans.pop(chan.get_id(), None)
 
     def _run_pipes(self, chan: paramiko.Channel, argv, env) -> None:
@@ -645,11 +674,19 @@ class _Connection(paramiko.ServerInterface):
             chan.send_exit_status(_exit_status(proc.wait()))
         finally:
             self._forget(proc)
-            chan.close()  # wakes the writer before its fd goes away
+            _close_quietly(chan)  # wakes the writer before its fd goes away
             writer.join(timeout=5)
             with state.lock:
                 state.master = None
                 os.close(master)
+
+
+def _close_quietly(chan: paramiko.Channel) -> None:
+    """Close a channel whose client may have hung up already (paramiko raises EOFError)."""
+    try:
+        chan.close()
+    except Exception as e:
+        log.debug("closing a session channel: %s", e or type(e).__name__)
 
 
 def _exit_status(code: int) -> int:

@@ -98,7 +98,9 @@ class Tunnel:
                 await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError, RuntimeError):
+            # RuntimeError: uvloop's answer to write/write_eof on a transport the
+            # other side already closed ("the handler is closed").
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -133,10 +135,16 @@ class TunnelManager:
         self._next = self.lo
         self.tunnels: dict[Any, Tunnel] = {}
 
-    def _bind(self) -> socket.socket:
+    def _bind(self, prefer: int | None = None) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         host = "" if self.host in ("", "*") else self.host
         candidates = [0] if self.lo == 0 else self._ports()
+        # A preferred port (a job's port before a server restart) is tried first
+        # when it is still a port this manager may use.
+        preferred = (prefer is not None and 0 < prefer <= 65535
+                     and (self.lo == 0 or self.lo <= prefer <= self.hi))
+        if preferred:
+            candidates = [prefer] + [p for p in candidates if p != prefer]
         last: OSError | None = None
         for port in candidates:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -148,10 +156,10 @@ class TunnelManager:
             except OSError as exc:
                 sock.close()
                 last = exc
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES) or (preferred and port == prefer):
                     continue
                 raise TunnelError(f"cannot listen on {self.host}:{port}: {exc}") from None
-            if self.lo:
+            if self.lo and not (preferred and port == prefer):
                 self._next = port + 1 if port < self.hi else self.lo
             return sock
         raise TunnelError(f"no free tunnel port in {self.lo}-{self.hi} on {self.host}"
@@ -163,11 +171,14 @@ class TunnelManager:
         start = self._next - self.lo if self.lo <= self._next <= self.hi else 0
         return span[start:] + span[:start]
 
-    def open(self, name: Any, dest: tuple[str, int]) -> Tunnel:
-        """Bind now (raises TunnelError), serve from the next loop iteration."""
+    def open(self, name: Any, dest: tuple[str, int], prefer: int | None = None) -> Tunnel:
+        """Bind now (raises TunnelError), serve from the next loop iteration.
+
+        `prefer`: use this port if it is free and allowed, else any other.
+        """
         if name in self.tunnels:
             self.close(name)
-        tunnel = Tunnel(name, self._bind(), dest, self.connect_timeout)
+        tunnel = Tunnel(name, self._bind(prefer), dest, self.connect_timeout)
         self.tunnels[name] = tunnel
         return tunnel
 
