@@ -25,11 +25,18 @@ The popped valid entry is the smallest ready request that some idle worker
 serves, i.e. the request the reference's pass would serve next; its worker is
 the best idle worker for it, found with the rank bitsets below.
 
+Fast path (the churn case): when the only change since the last match() is
+one worker turning idle, the invariant says no other idle worker serves any
+ready request, so the answer is at most one assignment: that worker takes the
+best head among the classes it serves. One trie walk, no heap.
+
 Data layout
 -----------
 * Every `key=value` cap (except `UUID`) and every group is interned to a small
   integer ("bit"). A request cap `UUID=X` pins the request to workers whose
   own caps say `UUID=X` (kept in per-value indexes, not in the bitsets).
+  Distinct sorted sets of request groups are interned too ("group sets", id 0
+  is the empty set), and so are pinned values while some class uses them.
 * Workers are ranked by (penalty, uuid), penalty = len(caps incl. UUID) +
   len(groups), the reference's "best worker" order. Inverted bitsets over
   ranks: one row per cap bit, one per group, one of registered workers, one of
@@ -38,33 +45,35 @@ Data layout
   with the registered row instead of idle it answers `satisfiable()`.
   Ranks are rebuilt lazily (on the next query) after add_worker or a penalty
   change; removals just leave a hole.
-* Requests with the same (cap bits, group bits, pinned UUID) form a class.
-  Each class keeps its ready requests in a binary min-heap (C array) of packed
-  uint64 keys:  (priority-1) << 60 | seq << 24 | slot.
-  Ties on (priority, seq) are broken by request id, as the reference does.
-  Unpinned classes hang in a trie over their sorted cap bits (child per bit),
-  with per-node C arrays of class ids by group, so a worker turning idle
-  visits only classes whose caps it has and whose groups it shares (or that
-  have none); subtrees with no classes are skipped. Each class's head key is
-  mirrored in one C array (`cls_head`), read by the walk. Empty classes are
-  deleted.
+* The trie: one node per distinct sorted set of request cap bits (a C array of
+  `Node` structs; child per bit, kept as sorted (bit, child) pairs). A node
+  knows its full bit set, its unpinned no-group class and its unpinned
+  grouped classes as (gid, class id) pairs sorted by gid, and how many
+  unpinned classes live in its subtree (empty subtrees are skipped).
+* Requests with the same (trie node, group set, pin) form a class, a row of
+  C arrays indexed by class id (`ClassRec` + `cl_head`), found through an
+  open-addressing table of class ids hashed on that triple. Each class keeps
+  its ready requests in a binary min-heap of packed uint64 keys
+  (priority-1) << 60 | seq << 24 | slot, ties on (priority, seq) broken by
+  request id as the reference does. The heap's root lives in `cl_head[cid]`
+  (also what the walk reads), the rest in a small C array allocated only
+  when the class holds two requests or more. Empty classes are deleted.
+  Unpinned classes hang on their trie node; pinned ones are listed per pin.
 * Per-request data lives in C arrays indexed by slot (slots are reused):
-  key (8 B), request id (8 B), class id (4 B), heap position (4 B); plus the
-  heap entry (8 B) and a request-id -> slot open-addressing table of int32
-  (load <= 1/2). About 45 bytes per ready request at 10**6 (power-of-two
-  growth included); no Python object per request. Each *class* costs a few
-  hundred bytes of Python objects (class object, key tuples, dict entry).
+  request id (8 B), class id (4 B), heap position (4 B); plus the heap entry
+  (8 B, except for a class's head) and a request-id -> slot open-addressing
+  table of int32 (load <= 3/4, grown by half). No Python object per request or per class.
 
 Limits: priority 1..16 (4 bits), 0 <= seq < 2**36, at most 2**24 ready
 requests at once (slot bits), request ids fit in int64. The handle returned by
 `add_request` is `seq << 24 | slot` (a stale handle raises KeyError unless
-the same seq was reused). Interned caps/groups and trie nodes are never
-freed (bounded by the distinct strings ever seen). Cap values must be
-hashable and not None.
+the same seq was reused). Interned caps/groups/group sets and trie nodes are
+never freed (bounded by the distinct strings and sets ever seen). Cap values
+must be hashable and not None.
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from libc.stdint cimport uint64_t, int64_t, int32_t
-from libc.string cimport memset
+from libc.stdint cimport uint64_t, int64_t, int32_t, uint32_t
+from libc.string cimport memset, memmove, memcpy
 cimport cython
 
 import heapq
@@ -72,8 +81,13 @@ import heapq
 cdef extern from *:
     """
     static inline int boruta_ctz64(unsigned long long x) { return __builtin_ctzll(x); }
+    /* a well-mixed 64-bit hash -> [0, n), any n (Lemire's multiply-shift) */
+    static inline Py_ssize_t boruta_range(unsigned long long h, Py_ssize_t n) {
+        return (Py_ssize_t)(((unsigned __int128)h * (unsigned long long)n) >> 64);
+    }
     """
     int boruta_ctz64(unsigned long long x) nogil
+    Py_ssize_t boruta_range(unsigned long long h, Py_ssize_t n) nogil
 
 UUID_KEY = "UUID"
 
@@ -100,6 +114,11 @@ cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
     return x
 
 
+cdef inline uint64_t _chash(int32_t node, int32_t gs, int32_t pin) noexcept nogil:
+    return _mix(((<uint64_t><uint32_t>node) << 32 | <uint64_t><uint32_t>gs)
+                ^ (<uint64_t><uint32_t>(pin + 1) * <uint64_t>0x9e3779b97f4a7c15ULL))
+
+
 cdef void* _realloc(void* p, size_t n) except NULL:
     cdef void* q = PyMem_Realloc(p, n if n else 1)
     if q == NULL:
@@ -107,100 +126,69 @@ cdef void* _realloc(void* p, size_t n) except NULL:
     return q
 
 
-@cython.no_gc
-cdef class _Worker:
-    cdef str uuid
-    cdef tuple bits          # sorted interned cap bits (UUID excluded)
-    cdef tuple gids          # sorted distinct interned groups
-    cdef Py_ssize_t penalty
-    cdef object uuidcap      # caps["UUID"] or NOPIN
-    cdef bint idle
-    cdef Py_ssize_t rank
+cdef inline Py_ssize_t _lower_pair(int32_t* a, Py_ssize_t lo, Py_ssize_t n,
+                                   int32_t x) noexcept nogil:
+    """First i in [lo, n) with a[2i] >= x (pairs sorted by their first int)."""
+    cdef Py_ssize_t hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[2 * mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
-@cython.no_gc
-cdef class _IntArr:
-    """A small unordered C array of class ids."""
-    cdef int32_t* data
-    cdef Py_ssize_t n
-    cdef Py_ssize_t cap
-
-    def __cinit__(self):
-        self.data = NULL
-        self.n = 0
-        self.cap = 0
-
-    def __dealloc__(self):
-        PyMem_Free(self.data)
-
-    cdef int append(self, int32_t x) except -1:
-        cdef Py_ssize_t newcap
-        if self.n >= self.cap:
-            newcap = self.cap * 2 if self.cap else 4
-            self.data = <int32_t*>_realloc(self.data, newcap * sizeof(int32_t))
-            self.cap = newcap
-        self.data[self.n] = x
-        self.n += 1
-        return 0
-
-    cdef void discard(self, int32_t x) noexcept:
-        cdef Py_ssize_t i
-        for i in range(self.n):
-            if self.data[i] == x:
-                self.n -= 1
-                self.data[i] = self.data[self.n]
-                return
+cdef struct Node:
+    int32_t parent
+    int32_t bit
+    int32_t live             # unpinned classes in this subtree
+    int32_t nogroup          # unpinned class with these caps and no groups, or -1
+    int32_t nc               # len(bits)
+    int32_t nch
+    int32_t chcap
+    int32_t ngp
+    int32_t gpcap
+    int32_t* bits            # the node's sorted cap bits
+    int32_t* ch              # (bit, child) pairs sorted by bit
+    int32_t* gp              # (gid, class id) pairs sorted by gid
 
 
-# Nodes refer to classes by id only, so there are no reference cycles and
-# these types can stay out of the cyclic garbage collector.
-@cython.no_gc
-cdef class _Node:
-    cdef dict children       # bit -> _Node
-    cdef Py_ssize_t live     # classes in this subtree
-    cdef int32_t nogroup     # id of the class with these caps and no groups, or -1
-    cdef dict by_group       # gid -> _IntArr of ids of classes holding that group
-
-    def __cinit__(self):
-        self.children = {}
-        self.by_group = {}
-        self.live = 0
-        self.nogroup = -1
-
-
-@cython.no_gc
-cdef class _Class:
-    cdef Py_ssize_t cid
-    cdef object key
-    cdef tuple bits
-    cdef tuple gids
-    cdef object pin
-    cdef bint pinned
-    cdef uint64_t* heap
-    cdef Py_ssize_t size
-    cdef Py_ssize_t cap
-    cdef int32_t* cbits
-    cdef int nc
-    cdef int32_t* cg
-    cdef int ng
-    cdef list path           # trie nodes root..leaf (unpinned only)
-
-    def __cinit__(self):
-        self.heap = NULL
-        self.cbits = NULL
-        self.cg = NULL
-        self.size = 0
-        self.cap = 0
-
-    def __dealloc__(self):
-        PyMem_Free(self.heap)
-        PyMem_Free(self.cbits)
-        PyMem_Free(self.cg)
+cdef struct ClassRec:
+    uint64_t* heap           # heap entries 1..size-1 (entry 0 is cl_head[cid])
+    int32_t size             # ready requests
+    int32_t cap              # capacity of `heap`
+    int32_t node             # trie node of its caps (free-list link when free)
+    int32_t gs               # group set id, -1 when the row is free
+    int32_t pin              # pin id, -1 when unpinned
 
 
 cdef struct Best:
     uint64_t key
     Py_ssize_t cid
+
+
+@cython.no_gc
+cdef class _Worker:
+    cdef str uuid
+    cdef int32_t* cbits      # sorted interned cap bits (UUID excluded)
+    cdef int nc
+    cdef int32_t* cg         # sorted distinct interned groups
+    cdef int ng
+    cdef Py_ssize_t penalty
+    cdef object uuidcap      # caps["UUID"] or NOPIN
+    cdef bint idle
+    cdef Py_ssize_t rank
+
+    def __cinit__(self):
+        self.cbits = NULL
+        self.cg = NULL
+        self.nc = 0
+        self.ng = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.cbits)
+        PyMem_Free(self.cg)
 
 
 cdef class CompiledMatcher:
@@ -224,7 +212,6 @@ cdef class CompiledMatcher:
     cdef dict uuidcap_idx            # caps["UUID"] value -> list of _Worker
     cdef Py_ssize_t n_idle
     # requests
-    cdef uint64_t* s_key
     cdef int64_t* s_req
     cdef int32_t* s_cls
     cdef int32_t* s_pos
@@ -235,15 +222,37 @@ cdef class CompiledMatcher:
     cdef int32_t* ht
     cdef Py_ssize_t ht_cap
     # classes
-    cdef dict class_ids              # class key -> cid
-    cdef list classes                # cid -> _Class or None
-    cdef list free_cids
+    cdef ClassRec* cls
+    cdef uint64_t* cl_head           # cid -> key of the class's best request
+    cdef Py_ssize_t cl_cap
+    cdef Py_ssize_t cl_used
+    cdef int32_t cl_free
     cdef Py_ssize_t n_classes
+    cdef int32_t* ct                 # open addressing: class ids by (node, gs, pin)
+    cdef Py_ssize_t ct_cap
     cdef Py_ssize_t heap_bytes
-    cdef uint64_t* cls_head          # cid -> key of the class's best request
-    cdef Py_ssize_t cls_head_cap
-    cdef _Node root
-    cdef dict pin_idx                # pinned value -> list of _Class
+    # trie
+    cdef Node* nodes
+    cdef Py_ssize_t nd_n
+    cdef Py_ssize_t nd_cap
+    cdef Py_ssize_t nd_bytes
+    # group sets
+    cdef dict gs_ids                 # tuple of sorted distinct gids -> gs id
+    cdef int32_t** gs_ptr
+    cdef int32_t* gs_len
+    cdef Py_ssize_t gs_n
+    cdef Py_ssize_t gs_cap
+    # pins (values of request caps["UUID"] while some class uses them)
+    cdef dict pin_ids                # value -> pin id
+    cdef list pin_vals               # pin id -> value or None
+    cdef list pin_free
+    cdef int32_t** pn_cls            # pin id -> class ids
+    cdef int32_t* pn_n
+    cdef int32_t* pn_cap
+    cdef Py_ssize_t pn_size
+    # scratch
+    cdef int32_t* tmp
+    cdef Py_ssize_t tmp_cap
     # changes since the last match()
     cdef set pend_classes
     cdef set pend_workers
@@ -270,7 +279,6 @@ cdef class CompiledMatcher:
         self.uuidcap_idx = {}
         self.n_idle = 0
         self.s_cap = 1024
-        self.s_key = <uint64_t*>_realloc(NULL, self.s_cap * sizeof(uint64_t))
         self.s_req = <int64_t*>_realloc(NULL, self.s_cap * sizeof(int64_t))
         self.s_cls = <int32_t*>_realloc(NULL, self.s_cap * sizeof(int32_t))
         self.s_pos = <int32_t*>_realloc(NULL, self.s_cap * sizeof(int32_t))
@@ -280,31 +288,76 @@ cdef class CompiledMatcher:
         self.ht_cap = 2048
         self.ht = <int32_t*>_realloc(NULL, self.ht_cap * sizeof(int32_t))
         memset(self.ht, 0xff, self.ht_cap * sizeof(int32_t))
-        self.class_ids = {}
-        self.classes = []
-        self.free_cids = []
+        self.cl_cap = 64
+        self.cls = <ClassRec*>_realloc(NULL, self.cl_cap * sizeof(ClassRec))
+        self.cl_head = <uint64_t*>_realloc(NULL, self.cl_cap * sizeof(uint64_t))
+        self.cl_used = 0
+        self.cl_free = -1
         self.n_classes = 0
+        self.ct_cap = 128
+        self.ct = <int32_t*>_realloc(NULL, self.ct_cap * sizeof(int32_t))
+        memset(self.ct, 0xff, self.ct_cap * sizeof(int32_t))
         self.heap_bytes = 0
-        self.cls_head_cap = 64
-        self.cls_head = <uint64_t*>_realloc(NULL, 64 * sizeof(uint64_t))
-        self.root = _Node()
-        self.pin_idx = {}
+        self.nd_cap = 64
+        self.nodes = <Node*>_realloc(NULL, self.nd_cap * sizeof(Node))
+        self.nd_n = 0
+        self.nd_bytes = 0
+        self._new_node(-1, -1, 0)            # the root
+        self.gs_ids = {(): 0}
+        self.gs_cap = 16
+        self.gs_ptr = <int32_t**>_realloc(NULL, self.gs_cap * sizeof(int32_t*))
+        self.gs_len = <int32_t*>_realloc(NULL, self.gs_cap * sizeof(int32_t))
+        self.gs_ptr[0] = NULL
+        self.gs_len[0] = 0
+        self.gs_n = 1
+        self.pin_ids = {}
+        self.pin_vals = []
+        self.pin_free = []
+        self.pn_cls = NULL
+        self.pn_n = NULL
+        self.pn_cap = NULL
+        self.pn_size = 0
+        self.tmp_cap = 16
+        self.tmp = <int32_t*>_realloc(NULL, self.tmp_cap * sizeof(int32_t))
         self.pend_classes = set()
         self.pend_workers = set()
         self.walk_limit = WALK_LIMIT
         self.walk_ratio = WALK_RATIO
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
         PyMem_Free(self.cap_rows)
         PyMem_Free(self.grp_rows)
         PyMem_Free(self.idle_row)
         PyMem_Free(self.all_row)
-        PyMem_Free(self.s_key)
         PyMem_Free(self.s_req)
         PyMem_Free(self.s_cls)
         PyMem_Free(self.s_pos)
         PyMem_Free(self.ht)
-        PyMem_Free(self.cls_head)
+        if self.cls != NULL:
+            for i in range(self.cl_used):
+                PyMem_Free(self.cls[i].heap)
+        PyMem_Free(self.cls)
+        PyMem_Free(self.cl_head)
+        PyMem_Free(self.ct)
+        if self.nodes != NULL:
+            for i in range(self.nd_n):
+                PyMem_Free(self.nodes[i].bits)
+                PyMem_Free(self.nodes[i].ch)
+                PyMem_Free(self.nodes[i].gp)
+        PyMem_Free(self.nodes)
+        if self.gs_ptr != NULL:
+            for i in range(self.gs_n):
+                PyMem_Free(self.gs_ptr[i])
+        PyMem_Free(self.gs_ptr)
+        PyMem_Free(self.gs_len)
+        if self.pn_cls != NULL:
+            for i in range(self.pn_size):
+                PyMem_Free(self.pn_cls[i])
+        PyMem_Free(self.pn_cls)
+        PyMem_Free(self.pn_n)
+        PyMem_Free(self.pn_cap)
+        PyMem_Free(self.tmp)
 
     # ================================================================ interning
     cdef Py_ssize_t _intern_cap(self, object kv) except -1:
@@ -339,18 +392,48 @@ cdef class CompiledMatcher:
         self.grp_ids[g] = n
         return n
 
+    cdef int32_t _intern_gs(self, tuple gids) except -1:
+        """Id of a sorted tuple of distinct gids (0 for the empty one)."""
+        cdef object o = self.gs_ids.get(gids)
+        cdef Py_ssize_t i, n
+        cdef int32_t gs
+        if o is not None:
+            return o
+        if self.gs_n >= self.gs_cap:
+            self.gs_ptr = <int32_t**>_realloc(self.gs_ptr, 2 * self.gs_cap * sizeof(int32_t*))
+            self.gs_len = <int32_t*>_realloc(self.gs_len, 2 * self.gs_cap * sizeof(int32_t))
+            self.gs_cap *= 2
+        n = len(gids)
+        gs = <int32_t>self.gs_n
+        self.gs_ptr[gs] = <int32_t*>_realloc(NULL, n * sizeof(int32_t))
+        for i in range(n):
+            self.gs_ptr[gs][i] = <int32_t>gids[i]
+        self.gs_len[gs] = <int32_t>n
+        self.gs_n += 1
+        self.gs_ids[gids] = gs
+        return gs
+
     # ================================================================ workers
     cdef _Worker _fill_worker(self, _Worker w, object caps, object groups):
         cdef dict c = dict(caps)
         cdef tuple gs = tuple(groups)
         cdef list bits = []
+        cdef list gl
+        cdef Py_ssize_t i
         for k, v in c.items():
             if k == UUID_KEY:
                 continue
             bits.append(self._intern_cap((k, v)))
         bits.sort()
-        w.bits = tuple(bits)
-        w.gids = tuple(sorted({self._intern_grp(g) for g in gs}))
+        gl = sorted({self._intern_grp(g) for g in gs})
+        w.cbits = <int32_t*>_realloc(w.cbits, (len(bits) + 1) * sizeof(int32_t))
+        w.cg = <int32_t*>_realloc(w.cg, (len(gl) + 1) * sizeof(int32_t))
+        for i in range(len(bits)):
+            w.cbits[i] = <int32_t>bits[i]
+        for i in range(len(gl)):
+            w.cg[i] = <int32_t>gl[i]
+        w.nc = len(bits)
+        w.ng = len(gl)
         w.penalty = len(c) + len(gs)
         w.uuidcap = c[UUID_KEY] if UUID_KEY in c else NOPIN
         return w
@@ -379,14 +462,15 @@ cdef class CompiledMatcher:
         cdef uint64_t m = (<uint64_t>1) << (r & 63)
         cdef Py_ssize_t nw = self.nwords
         cdef Py_ssize_t b
-        for ob in w.bits:
-            b = ob
+        cdef int j
+        for j in range(w.nc):
+            b = w.cbits[j]
             if on:
                 self.cap_rows[b * nw + word] |= m
             else:
                 self.cap_rows[b * nw + word] &= ~m
-        for ob in w.gids:
-            b = ob
+        for j in range(w.ng):
+            b = w.cg[j]
             if on:
                 self.grp_rows[b * nw + word] |= m
             else:
@@ -493,12 +577,11 @@ cdef class CompiledMatcher:
 
     # ================================================================ request slots
     cdef int _grow_slots(self) except -1:
-        cdef Py_ssize_t n = self.s_cap * 2
+        cdef Py_ssize_t n = self.s_cap + (self.s_cap >> 1)
         if n > MAX_SLOTS:
             n = MAX_SLOTS
         if n <= self.s_cap:
             raise OverflowError("too many ready requests in the matcher (limit 2**24)")
-        self.s_key = <uint64_t*>_realloc(self.s_key, n * sizeof(uint64_t))
         self.s_req = <int64_t*>_realloc(self.s_req, n * sizeof(int64_t))
         self.s_cls = <int32_t*>_realloc(self.s_cls, n * sizeof(int32_t))
         self.s_pos = <int32_t*>_realloc(self.s_pos, n * sizeof(int32_t))
@@ -522,10 +605,18 @@ cdef class CompiledMatcher:
         self.s_pos[slot] = self.s_free
         self.s_free = <int32_t>slot
 
+    cdef inline uint64_t _slot_key(self, Py_ssize_t slot) noexcept nogil:
+        cdef int32_t cid = self.s_cls[slot]
+        cdef int32_t i = self.s_pos[slot]
+        if i == 0:
+            return self.cl_head[cid]
+        return self.cls[cid].heap[i - 1]
+
     # request id -> slot: linear probing over int32 slots, -1 = empty
+    # (any capacity: homes by multiply-shift, growth by 1.5, load <= 3/4)
     cdef Py_ssize_t _ht_find(self, int64_t req):
-        cdef Py_ssize_t mask = self.ht_cap - 1
-        cdef Py_ssize_t i = <Py_ssize_t>(_mix(<uint64_t>req) & mask)
+        cdef Py_ssize_t cap = self.ht_cap
+        cdef Py_ssize_t i = boruta_range(_mix(<uint64_t>req), cap)
         cdef int32_t s
         while True:
             s = self.ht[i]
@@ -533,26 +624,30 @@ cdef class CompiledMatcher:
                 return -1
             if self.s_req[s] == req:
                 return s
-            i = (i + 1) & mask
+            i += 1
+            if i == cap:
+                i = 0
 
     cdef void _ht_put(self, Py_ssize_t slot):
-        cdef Py_ssize_t mask = self.ht_cap - 1
-        cdef Py_ssize_t i = <Py_ssize_t>(_mix(<uint64_t>self.s_req[slot]) & mask)
+        cdef Py_ssize_t cap = self.ht_cap
+        cdef Py_ssize_t i = boruta_range(_mix(<uint64_t>self.s_req[slot]), cap)
         while self.ht[i] >= 0:
-            i = (i + 1) & mask
+            i += 1
+            if i == cap:
+                i = 0
         self.ht[i] = <int32_t>slot
 
     cdef int _ht_insert(self, Py_ssize_t slot) except -1:
         cdef int32_t* old
         cdef Py_ssize_t oldcap, i
-        if (self.n_ready + 1) * 2 > self.ht_cap:
+        if (self.n_ready + 1) * 4 > self.ht_cap * 3:
             old = self.ht
             oldcap = self.ht_cap
-            self.ht = <int32_t*>PyMem_Malloc(oldcap * 2 * sizeof(int32_t))
+            self.ht = <int32_t*>PyMem_Malloc((oldcap + (oldcap >> 1)) * sizeof(int32_t))
             if self.ht == NULL:
                 self.ht = old
                 raise MemoryError()
-            self.ht_cap = oldcap * 2
+            self.ht_cap = oldcap + (oldcap >> 1)
             memset(self.ht, 0xff, self.ht_cap * sizeof(int32_t))
             for i in range(oldcap):
                 if old[i] >= 0:
@@ -562,180 +657,379 @@ cdef class CompiledMatcher:
         return 0
 
     cdef void _ht_delete(self, Py_ssize_t slot):
-        cdef Py_ssize_t mask = self.ht_cap - 1
+        cdef Py_ssize_t cap = self.ht_cap
         cdef int64_t req = self.s_req[slot]
-        cdef Py_ssize_t i = <Py_ssize_t>(_mix(<uint64_t>req) & mask)
+        cdef Py_ssize_t i = boruta_range(_mix(<uint64_t>req), cap)
         cdef Py_ssize_t j, k
         while self.ht[i] != slot:
-            i = (i + 1) & mask
+            i += 1
+            if i == cap:
+                i = 0
         j = i
         while True:
-            j = (j + 1) & mask
+            j += 1
+            if j == cap:
+                j = 0
             if self.ht[j] < 0:
                 break
-            k = <Py_ssize_t>(_mix(<uint64_t>self.s_req[self.ht[j]]) & mask)
+            k = boruta_range(_mix(<uint64_t>self.s_req[self.ht[j]]), cap)
             if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
                 self.ht[i] = self.ht[j]
                 i = j
         self.ht[i] = -1
 
     # ================================================================ class heaps
-    cdef inline bint _lt(self, uint64_t a, uint64_t b) noexcept:
+    # Entry 0 of class cid's heap is cl_head[cid]; entry i > 0 is cls[cid].heap[i-1].
+    cdef inline bint _lt(self, uint64_t a, uint64_t b) noexcept nogil:
         """(priority, seq) order, ties by request id as the reference sorts."""
         if (a >> 24) != (b >> 24):
             return a < b
         return self.s_req[a & SLOT_MASK] < self.s_req[b & SLOT_MASK]
 
-    cdef void _sift_up(self, _Class c, Py_ssize_t i):
-        cdef uint64_t* h = c.heap
-        cdef uint64_t x = h[i]
+    cdef inline uint64_t _hget(self, Py_ssize_t cid, Py_ssize_t i) noexcept nogil:
+        if i == 0:
+            return self.cl_head[cid]
+        return self.cls[cid].heap[i - 1]
+
+    cdef inline void _hset(self, Py_ssize_t cid, Py_ssize_t i, uint64_t x) noexcept nogil:
+        if i == 0:
+            self.cl_head[cid] = x
+        else:
+            self.cls[cid].heap[i - 1] = x
+        self.s_pos[x & SLOT_MASK] = <int32_t>i
+
+    cdef void _sift_up(self, Py_ssize_t cid, Py_ssize_t i) noexcept nogil:
+        cdef uint64_t x = self._hget(cid, i)
+        cdef uint64_t y
         cdef Py_ssize_t p
         while i > 0:
             p = (i - 1) >> 1
-            if not self._lt(x, h[p]):
+            y = self._hget(cid, p)
+            if not self._lt(x, y):
                 break
-            h[i] = h[p]
-            self.s_pos[h[i] & SLOT_MASK] = <int32_t>i
+            self._hset(cid, i, y)
             i = p
-        h[i] = x
-        self.s_pos[x & SLOT_MASK] = <int32_t>i
+        self._hset(cid, i, x)
 
-    cdef void _sift_down(self, _Class c, Py_ssize_t i):
-        cdef uint64_t* h = c.heap
-        cdef Py_ssize_t n = c.size
-        cdef uint64_t x = h[i]
+    cdef void _sift_down(self, Py_ssize_t cid, Py_ssize_t i) noexcept nogil:
+        cdef Py_ssize_t n = self.cls[cid].size
+        cdef uint64_t x = self._hget(cid, i)
+        cdef uint64_t a, b
         cdef Py_ssize_t ch
         while True:
             ch = 2 * i + 1
             if ch >= n:
                 break
-            if ch + 1 < n and self._lt(h[ch + 1], h[ch]):
-                ch += 1
-            if not self._lt(h[ch], x):
+            a = self._hget(cid, ch)
+            if ch + 1 < n:
+                b = self._hget(cid, ch + 1)
+                if self._lt(b, a):
+                    ch += 1
+                    a = b
+            if not self._lt(a, x):
                 break
-            h[i] = h[ch]
-            self.s_pos[h[i] & SLOT_MASK] = <int32_t>i
+            self._hset(cid, i, a)
             i = ch
-        h[i] = x
-        self.s_pos[x & SLOT_MASK] = <int32_t>i
+        self._hset(cid, i, x)
 
-    cdef int _heap_push(self, _Class c, uint64_t key) except -1:
-        cdef Py_ssize_t newcap
-        if c.size >= c.cap:
-            newcap = c.cap * 2 if c.cap else 2
-            c.heap = <uint64_t*>_realloc(c.heap, newcap * sizeof(uint64_t))
-            self.heap_bytes += (newcap - c.cap) * sizeof(uint64_t)
-            c.cap = newcap
-        c.heap[c.size] = key
-        c.size += 1
-        self._sift_up(c, c.size - 1)
-        self.cls_head[c.cid] = c.heap[0]
+    cdef int _heap_push(self, Py_ssize_t cid, uint64_t key) except -1:
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef Py_ssize_t n = rec.size, newcap
+        if n == 0:
+            rec.size = 1
+            self._hset(cid, 0, key)
+            return 0
+        if rec.cap < n:                       # the array holds entries 1..n
+            newcap = rec.cap + 2 if rec.cap < 8 else rec.cap + ((rec.cap >> 1) & ~1)
+            rec.heap = <uint64_t*>_realloc(rec.heap, newcap * sizeof(uint64_t))
+            self.heap_bytes += (newcap - rec.cap) * sizeof(uint64_t)
+            rec.cap = <int32_t>newcap
+        rec.heap[n - 1] = key
+        self.s_pos[key & SLOT_MASK] = <int32_t>n
+        rec.size = <int32_t>(n + 1)
+        self._sift_up(cid, n)
         return 0
 
-    cdef void _heap_remove(self, _Class c, Py_ssize_t i):
+    cdef void _heap_remove(self, Py_ssize_t cid, Py_ssize_t i) noexcept:
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef Py_ssize_t n = rec.size - 1
         cdef uint64_t last
-        c.size -= 1
-        if i < c.size:
-            last = c.heap[c.size]
-            c.heap[i] = last
-            self.s_pos[last & SLOT_MASK] = <int32_t>i
-            self._sift_down(c, i)
-            self._sift_up(c, self.s_pos[last & SLOT_MASK])
-        if c.size:
-            self.cls_head[c.cid] = c.heap[0]
+        if i < n:
+            last = self._hget(cid, n)
+            rec.size = <int32_t>n
+            self._hset(cid, i, last)
+            self._sift_down(cid, i)
+            self._sift_up(cid, self.s_pos[last & SLOT_MASK])
+        else:
+            rec.size = <int32_t>n
+
+    # ================================================================ trie
+    cdef int32_t _new_node(self, int32_t parent, int32_t bit, Py_ssize_t pos) except -1:
+        """A new child of `parent` for `bit`, at `pos` among its children."""
+        cdef Node* nd
+        cdef Node* pn
+        cdef int32_t nid
+        cdef Py_ssize_t newcap
+        if self.nd_n >= self.nd_cap:
+            self.nodes = <Node*>_realloc(self.nodes,
+                                         (self.nd_cap + (self.nd_cap >> 1)) * sizeof(Node))
+            self.nd_cap += self.nd_cap >> 1
+        nid = <int32_t>self.nd_n
+        nd = &self.nodes[nid]
+        memset(nd, 0, sizeof(Node))
+        nd.parent = parent
+        nd.bit = bit
+        nd.nogroup = -1
+        self.nd_n += 1
+        if parent < 0:
+            return nid
+        pn = &self.nodes[parent]
+        nd.nc = pn.nc + 1
+        nd.bits = <int32_t*>_realloc(NULL, nd.nc * sizeof(int32_t))
+        self.nd_bytes += nd.nc * sizeof(int32_t)
+        if pn.nc:
+            memcpy(nd.bits, pn.bits, pn.nc * sizeof(int32_t))
+        nd.bits[pn.nc] = bit
+        if pn.nch >= pn.chcap:
+            newcap = pn.chcap * 2 if pn.chcap else 2
+            pn.ch = <int32_t*>_realloc(pn.ch, 2 * newcap * sizeof(int32_t))
+            self.nd_bytes += 2 * (newcap - pn.chcap) * sizeof(int32_t)
+            pn.chcap = <int32_t>newcap
+        if pos < pn.nch:
+            memmove(pn.ch + 2 * (pos + 1), pn.ch + 2 * pos, 2 * (pn.nch - pos) * sizeof(int32_t))
+        pn.ch[2 * pos] = bit
+        pn.ch[2 * pos + 1] = nid
+        pn.nch += 1
+        return nid
+
+    cdef int32_t _find_node(self, int32_t* bits, Py_ssize_t nb) except -1:
+        """The trie node of these sorted cap bits, created if need be."""
+        cdef int32_t nid = 0
+        cdef Py_ssize_t j, pos
+        cdef Node* nd
+        for j in range(nb):
+            nd = &self.nodes[nid]
+            pos = _lower_pair(nd.ch, 0, nd.nch, bits[j])
+            if pos < nd.nch and nd.ch[2 * pos] == bits[j]:
+                nid = nd.ch[2 * pos + 1]
+            else:
+                nid = self._new_node(nid, bits[j], pos)
+        return nid
 
     # ================================================================ classes
-    cdef _Class _get_class(self, object key, tuple bits, tuple gids, bint pinned, object pin):
-        cdef object ocid = self.class_ids.get(key)
-        cdef _Class c
-        cdef _Node node, child
-        cdef Py_ssize_t cid, i
-        if ocid is not None:
-            return self.classes[ocid]
-        c = _Class()
-        c.key = key
-        c.bits = bits
-        c.gids = gids
-        c.pinned = pinned
-        c.pin = pin
-        c.nc = len(bits)
-        c.ng = len(gids)
-        c.cbits = <int32_t*>_realloc(NULL, (c.nc + 1) * sizeof(int32_t))
-        c.cg = <int32_t*>_realloc(NULL, (c.ng + 1) * sizeof(int32_t))
-        for i in range(c.nc):
-            c.cbits[i] = <int32_t>bits[i]
-        for i in range(c.ng):
-            c.cg[i] = <int32_t>gids[i]
-        if self.free_cids:
-            cid = self.free_cids.pop()
-            self.classes[cid] = c
-        else:
-            cid = len(self.classes)
-            if cid >= self.cls_head_cap:
-                self.cls_head = <uint64_t*>_realloc(self.cls_head,
-                                                    2 * self.cls_head_cap * sizeof(uint64_t))
-                self.cls_head_cap *= 2
-            self.classes.append(c)
-        c.cid = cid
-        self.class_ids[key] = cid
-        self.n_classes += 1
-        if pinned:
-            lst = self.pin_idx.get(pin)
-            if lst is None:
-                self.pin_idx[pin] = [c]
-            else:
-                lst.append(c)
-            c.path = None
-        else:
-            node = self.root
-            path = [node]
-            for b in bits:
-                child = node.children.get(b)
-                if child is None:
-                    child = _Node()
-                    node.children[b] = child
-                node = child
-                path.append(node)
-            if c.ng == 0:
-                node.nogroup = <int32_t>cid
-            else:
-                for g in gids:
-                    arr = node.by_group.get(g)
-                    if arr is None:
-                        arr = _IntArr()
-                        node.by_group[g] = arr
-                    (<_IntArr>arr).append(<int32_t>cid)
-            for node in path:
-                node.live += 1
-            c.path = path
-        return c
+    cdef Py_ssize_t _ct_find(self, int32_t node, int32_t gs, int32_t pin) noexcept:
+        cdef Py_ssize_t mask = self.ct_cap - 1
+        cdef Py_ssize_t i = <Py_ssize_t>(_chash(node, gs, pin) & mask)
+        cdef int32_t c
+        cdef ClassRec* rec
+        while True:
+            c = self.ct[i]
+            if c < 0:
+                return -1
+            rec = &self.cls[c]
+            if rec.node == node and rec.gs == gs and rec.pin == pin:
+                return c
+            i = (i + 1) & mask
 
-    cdef int _drop_class(self, _Class c) except -1:
-        cdef _Node node
-        cdef list lst
-        del self.class_ids[c.key]
-        self.classes[c.cid] = None
-        self.free_cids.append(c.cid)
-        self.n_classes -= 1
-        self.heap_bytes -= c.cap * sizeof(uint64_t)
-        if c.pinned:
-            lst = self.pin_idx[c.pin]
-            lst.remove(c)
-            if not lst:
-                del self.pin_idx[c.pin]
+    cdef inline Py_ssize_t _ct_home(self, int32_t cid, Py_ssize_t mask) noexcept:
+        cdef ClassRec* rec = &self.cls[cid]
+        return <Py_ssize_t>(_chash(rec.node, rec.gs, rec.pin) & mask)
+
+    cdef void _ct_put(self, int32_t cid) noexcept:
+        cdef Py_ssize_t mask = self.ct_cap - 1
+        cdef Py_ssize_t i = self._ct_home(cid, mask)
+        while self.ct[i] >= 0:
+            i = (i + 1) & mask
+        self.ct[i] = cid
+
+    cdef int _ct_insert(self, int32_t cid) except -1:
+        """Add class cid (n_classes already counts it)."""
+        cdef int32_t* old
+        cdef Py_ssize_t oldcap, i
+        if self.n_classes * 4 > self.ct_cap * 3:
+            old = self.ct
+            oldcap = self.ct_cap
+            self.ct = <int32_t*>PyMem_Malloc(oldcap * 2 * sizeof(int32_t))
+            if self.ct == NULL:
+                self.ct = old
+                raise MemoryError()
+            self.ct_cap = oldcap * 2
+            memset(self.ct, 0xff, self.ct_cap * sizeof(int32_t))
+            for i in range(oldcap):
+                if old[i] >= 0:
+                    self._ct_put(old[i])
+            PyMem_Free(old)
+        self._ct_put(cid)
+        return 0
+
+    cdef void _ct_delete(self, int32_t cid) noexcept:
+        cdef Py_ssize_t mask = self.ct_cap - 1
+        cdef Py_ssize_t i = self._ct_home(cid, mask)
+        cdef Py_ssize_t j, k
+        while self.ct[i] != cid:
+            i = (i + 1) & mask
+        j = i
+        while True:
+            j = (j + 1) & mask
+            if self.ct[j] < 0:
+                break
+            k = self._ct_home(self.ct[j], mask)
+            if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+                self.ct[i] = self.ct[j]
+                i = j
+        self.ct[i] = -1
+
+    cdef int32_t _pin_id(self, object pin) except -1:
+        cdef object o = self.pin_ids.get(pin)
+        cdef int32_t pid
+        cdef Py_ssize_t newsize
+        if o is not None:
+            return o
+        if self.pin_free:
+            pid = self.pin_free.pop()
+            self.pin_vals[pid] = pin
         else:
-            node = c.path[len(c.path) - 1]
-            if c.ng == 0:
-                node.nogroup = -1
-            else:
-                for g in c.gids:
-                    arr = <_IntArr>node.by_group[g]
-                    arr.discard(<int32_t>c.cid)
-                    if arr.n == 0:
-                        del node.by_group[g]
-            for node in c.path:
-                node.live -= 1
-            c.path = None
+            pid = <int32_t>len(self.pin_vals)
+            if pid >= self.pn_size:
+                newsize = self.pn_size * 2 if self.pn_size else 16
+                self.pn_cls = <int32_t**>_realloc(self.pn_cls, newsize * sizeof(int32_t*))
+                self.pn_n = <int32_t*>_realloc(self.pn_n, newsize * sizeof(int32_t))
+                self.pn_cap = <int32_t*>_realloc(self.pn_cap, newsize * sizeof(int32_t))
+                memset(self.pn_cls + self.pn_size, 0, (newsize - self.pn_size) * sizeof(int32_t*))
+                memset(self.pn_n + self.pn_size, 0, (newsize - self.pn_size) * sizeof(int32_t))
+                memset(self.pn_cap + self.pn_size, 0, (newsize - self.pn_size) * sizeof(int32_t))
+                self.pn_size = newsize
+            self.pin_vals.append(pin)
+        self.pin_ids[pin] = pid
+        return pid
+
+    cdef int _class_link(self, int32_t cid) except -1:
+        """Hang a new class on its trie node (unpinned) or its pin's list."""
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef int32_t pid = rec.pin, gs = rec.gs, nid = rec.node
+        cdef Node* nd
+        cdef Py_ssize_t k, pos, newcap, ng
+        cdef int32_t g
+        if pid >= 0:
+            if self.pn_n[pid] >= self.pn_cap[pid]:
+                newcap = self.pn_cap[pid] * 2 if self.pn_cap[pid] else 2
+                self.pn_cls[pid] = <int32_t*>_realloc(self.pn_cls[pid], newcap * sizeof(int32_t))
+                self.pn_cap[pid] = <int32_t>newcap
+            self.pn_cls[pid][self.pn_n[pid]] = cid
+            self.pn_n[pid] += 1
+            return 0
+        nd = &self.nodes[nid]
+        ng = self.gs_len[gs]
+        if ng == 0:
+            nd.nogroup = cid
+        else:
+            if nd.ngp + ng > nd.gpcap:           # grow by ~1/4: these add up
+                newcap = nd.gpcap + (nd.gpcap >> 2) + 2
+                if newcap < nd.ngp + ng:
+                    newcap = nd.ngp + ng
+                nd.gp = <int32_t*>_realloc(nd.gp, 2 * newcap * sizeof(int32_t))
+                self.nd_bytes += 2 * (newcap - nd.gpcap) * sizeof(int32_t)
+                nd.gpcap = <int32_t>newcap
+            for k in range(ng):
+                g = self.gs_ptr[gs][k]
+                pos = _lower_pair(nd.gp, 0, nd.ngp, g + 1)    # after the run of g
+                if pos < nd.ngp:
+                    memmove(nd.gp + 2 * (pos + 1), nd.gp + 2 * pos,
+                            2 * (nd.ngp - pos) * sizeof(int32_t))
+                nd.gp[2 * pos] = g
+                nd.gp[2 * pos + 1] = cid
+                nd.ngp += 1
+        while nid >= 0:
+            self.nodes[nid].live += 1
+            nid = self.nodes[nid].parent
+        return 0
+
+    cdef int _class_unlink(self, int32_t cid) except -1:
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef int32_t pid = rec.pin, gs = rec.gs, nid = rec.node
+        cdef Node* nd
+        cdef Py_ssize_t k, pos, ng, n
+        cdef int32_t g
+        cdef int32_t* arr
+        if pid >= 0:
+            arr = self.pn_cls[pid]
+            n = self.pn_n[pid]
+            for k in range(n):
+                if arr[k] == cid:
+                    arr[k] = arr[n - 1]
+                    break
+            self.pn_n[pid] = <int32_t>(n - 1)
+            if n == 1:
+                del self.pin_ids[self.pin_vals[pid]]
+                self.pin_vals[pid] = None
+                self.pin_free.append(pid)
+                PyMem_Free(self.pn_cls[pid])
+                self.pn_cls[pid] = NULL
+                self.pn_cap[pid] = 0
+            return 0
+        nd = &self.nodes[nid]
+        ng = self.gs_len[gs]
+        if ng == 0:
+            nd.nogroup = -1
+        else:
+            for k in range(ng):
+                g = self.gs_ptr[gs][k]
+                pos = _lower_pair(nd.gp, 0, nd.ngp, g)
+                while nd.gp[2 * pos + 1] != cid:
+                    pos += 1
+                nd.ngp -= 1
+                if pos < nd.ngp:
+                    memmove(nd.gp + 2 * pos, nd.gp + 2 * (pos + 1),
+                            2 * (nd.ngp - pos) * sizeof(int32_t))
+        while nid >= 0:
+            self.nodes[nid].live -= 1
+            nid = self.nodes[nid].parent
+        return 0
+
+    cdef Py_ssize_t _get_class(self, int32_t node, int32_t gs, int32_t pin) except -1:
+        cdef Py_ssize_t cid = self._ct_find(node, gs, pin)
+        cdef Py_ssize_t newcap
+        cdef ClassRec* rec
+        if cid >= 0:
+            return cid
+        if self.cl_free >= 0:
+            cid = self.cl_free
+            self.cl_free = self.cls[cid].node
+        else:
+            if self.cl_used >= self.cl_cap:
+                newcap = self.cl_cap + (self.cl_cap >> 1)
+                self.cls = <ClassRec*>_realloc(self.cls, newcap * sizeof(ClassRec))
+                self.cl_head = <uint64_t*>_realloc(self.cl_head, newcap * sizeof(uint64_t))
+                self.cl_cap = newcap
+            cid = self.cl_used
+            self.cl_used += 1
+        rec = &self.cls[cid]
+        rec.heap = NULL
+        rec.size = 0
+        rec.cap = 0
+        rec.node = node
+        rec.gs = gs
+        rec.pin = pin
+        self.n_classes += 1
+        self._ct_insert(<int32_t>cid)
+        self._class_link(<int32_t>cid)
+        return cid
+
+    cdef int _drop_class(self, int32_t cid) except -1:
+        cdef ClassRec* rec
+        self._ct_delete(cid)
+        self._class_unlink(cid)
+        rec = &self.cls[cid]
+        PyMem_Free(rec.heap)
+        self.heap_bytes -= rec.cap * sizeof(uint64_t)
+        rec.heap = NULL
+        rec.cap = 0
+        rec.size = 0
+        rec.gs = -1
+        rec.pin = -1
+        rec.node = self.cl_free
+        self.cl_free = cid
+        self.n_classes -= 1
         return 0
 
     # ================================================================ requests
@@ -745,10 +1039,9 @@ cdef class CompiledMatcher:
         cdef int64_t sq = seq
         cdef dict c
         cdef list bits
-        cdef bint pinned
         cdef object pin
-        cdef _Class cls
-        cdef Py_ssize_t slot
+        cdef int32_t pid = -1, gs, nid
+        cdef Py_ssize_t cid, slot, nb, i
         cdef uint64_t key
         if prio < 1 or prio > 16:
             raise ValueError(f"priority {priority} outside 1..16")
@@ -757,37 +1050,42 @@ cdef class CompiledMatcher:
         if self._ht_find(req) >= 0:
             raise KeyError(f"request {req_id} already in matcher")
         c = dict(caps)
-        pinned = UUID_KEY in c
-        pin = c[UUID_KEY] if pinned else NOPIN
         bits = []
         for k, v in c.items():
             if k == UUID_KEY:
                 continue
             bits.append(self._intern_cap((k, v)))
         bits.sort()
-        tb = tuple(bits)
-        tg = tuple(sorted({self._intern_grp(g) for g in groups}))
-        cls = self._get_class((tb, tg, pinned, pin) if pinned else (tb, tg), tb, tg, pinned, pin)
+        gs = self._intern_gs(tuple(sorted({self._intern_grp(g) for g in groups})))
+        nb = len(bits)
+        if nb > self.tmp_cap:
+            self.tmp = <int32_t*>_realloc(self.tmp, nb * sizeof(int32_t))
+            self.tmp_cap = nb
+        for i in range(nb):
+            self.tmp[i] = <int32_t>bits[i]
+        nid = self._find_node(self.tmp, nb)
+        if UUID_KEY in c:
+            pid = self._pin_id(c[UUID_KEY])
+        cid = self._get_class(nid, gs, pid)
         slot = self._alloc_slot()
         key = (<uint64_t>(prio - 1) << 60) | (<uint64_t>sq << 24) | <uint64_t>slot
-        self.s_key[slot] = key
         self.s_req[slot] = req
-        self.s_cls[slot] = <int32_t>cls.cid
-        self._heap_push(cls, key)
+        self.s_cls[slot] = <int32_t>cid
+        self._heap_push(cid, key)
         self._ht_insert(slot)
         self.n_ready += 1
         if self.n_idle > 0:
-            self.pend_classes.add(cls.cid)
+            self.pend_classes.add(cid)
         return <object>(key & LOW60)
 
     cdef int _remove_slot(self, Py_ssize_t slot) except -1:
-        cdef _Class cls = <_Class>self.classes[self.s_cls[slot]]
-        self._heap_remove(cls, self.s_pos[slot])
+        cdef int32_t cid = self.s_cls[slot]
+        self._heap_remove(cid, self.s_pos[slot])
         self._ht_delete(slot)
         self._free_slot(slot)
         self.n_ready -= 1
-        if cls.size == 0:
-            self._drop_class(cls)
+        if self.cls[cid].size == 0:
+            self._drop_class(cid)
         return 0
 
     def remove_request(self, handle):
@@ -796,7 +1094,7 @@ cdef class CompiledMatcher:
             raise KeyError(handle)
         slot = <Py_ssize_t>(<uint64_t>handle & SLOT_MASK)
         if (slot >= self.s_used or self.s_cls[slot] < 0
-                or (self.s_key[slot] & LOW60) != <uint64_t>handle):
+                or (self._slot_key(slot) & LOW60) != <uint64_t>handle):
             raise KeyError(handle)
         self._remove_slot(slot)
 
@@ -861,59 +1159,102 @@ cdef class CompiledMatcher:
                 best = w.rank
         return best
 
-    cdef Py_ssize_t _best_for_class(self, _Class c):
-        if c.pinned:
-            return self._best_pinned(c.pin, c.cbits, c.nc, c.cg, c.ng, True)
-        return self._scan(self.idle_row, c.cbits, c.nc, c.cg, c.ng)
+    cdef Py_ssize_t _best_for_class(self, Py_ssize_t cid):
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef Node* nd = &self.nodes[rec.node]
+        if rec.pin >= 0:
+            return self._best_pinned(self.pin_vals[rec.pin], nd.bits, nd.nc,
+                                     self.gs_ptr[rec.gs], self.gs_len[rec.gs], True)
+        return self._scan(self.idle_row, nd.bits, nd.nc, self.gs_ptr[rec.gs], self.gs_len[rec.gs])
 
-    cdef inline void _consider(self, Py_ssize_t cid, Best* best) noexcept:
-        cdef uint64_t k = self.cls_head[cid]
+    cdef bint _w_serves_class(self, _Worker w, Py_ssize_t cid) noexcept nogil:
+        """Do w's own caps and groups serve class cid (ignoring its pin)?"""
+        cdef ClassRec* rec = &self.cls[cid]
+        cdef Node* nd = &self.nodes[rec.node]
+        cdef int i = 0, j = 0, ng = self.gs_len[rec.gs]
+        cdef int32_t* cg
+        while i < nd.nc:                      # both sorted: subset by merging
+            while j < w.nc and w.cbits[j] < nd.bits[i]:
+                j += 1
+            if j >= w.nc or w.cbits[j] != nd.bits[i]:
+                return False
+            i += 1
+        if ng == 0:
+            return True
+        cg = self.gs_ptr[rec.gs]
+        i = 0
+        j = 0
+        while i < ng and j < w.ng:
+            if cg[i] == w.cg[j]:
+                return True
+            if cg[i] < w.cg[j]:
+                i += 1
+            else:
+                j += 1
+        return False
+
+    cdef inline void _consider(self, Py_ssize_t cid, Best* best) noexcept nogil:
+        cdef uint64_t k = self.cl_head[cid]
         if best.cid < 0 or self._lt(k, best.key):
             best.key = k
             best.cid = cid
 
-    cdef int _walk(self, _Node node, tuple bits, Py_ssize_t i, tuple gids, Best* best) except -1:
-        cdef _Node child
-        cdef Py_ssize_t j, n
-        cdef dict byg, ch
-        cdef _IntArr arr
-        cdef Py_ssize_t k
-        if node.nogroup >= 0:
-            self._consider(node.nogroup, best)
-        byg = node.by_group
-        if byg:
-            for g in gids:
-                oarr = byg.get(g)
-                if oarr is not None:
-                    arr = <_IntArr>oarr
-                    for k in range(arr.n):
-                        self._consider(arr.data[k], best)
-        ch = node.children
-        if ch:
-            n = len(bits)
-            for j in range(i, n):
-                och = ch.get(bits[j])
-                if och is not None:
-                    child = <_Node>och
-                    if child.live > 0:
-                        self._walk(child, bits, j + 1, gids, best)
-        return 0
+    cdef void _walk(self, int32_t nid, int32_t* wb, int nb, int i,
+                    int32_t* wg, int ng, Best* best) noexcept nogil:
+        """Consider the classes of node nid and, for each worker bit from i on
+        that is a child of nid, of that child's subtree."""
+        cdef Node* nd = &self.nodes[nid]
+        cdef int32_t* a
+        cdef Py_ssize_t n, lo, k
+        cdef int32_t g, child
+        cdef int j
+        if nd.nogroup >= 0:
+            self._consider(nd.nogroup, best)
+        n = nd.ngp
+        if n:
+            a = nd.gp
+            lo = 0
+            for k in range(ng):
+                g = wg[k]
+                lo = _lower_pair(a, lo, n, g)
+                while lo < n and a[2 * lo] == g:
+                    self._consider(a[2 * lo + 1], best)
+                    lo += 1
+        n = nd.nch
+        if n:
+            a = nd.ch
+            lo = 0
+            for j in range(i, nb):
+                lo = _lower_pair(a, lo, n, wb[j])
+                if lo >= n:
+                    break
+                if a[2 * lo] == wb[j]:
+                    child = a[2 * lo + 1]
+                    if self.nodes[child].live > 0:
+                        self._walk(child, wb, nb, j + 1, wg, ng, best)
+                    lo += 1
 
     cdef int _worker_best(self, _Worker w, Best* best) except -1:
-        """Best head among the classes idle worker w serves (ranks fresh)."""
-        cdef _Class c
+        """Best head among the classes idle worker w serves."""
+        cdef int32_t pid, cid
+        cdef Py_ssize_t k
         best.cid = -1
         best.key = 0
-        if self.root.live > 0:
-            self._walk(self.root, w.bits, 0, w.gids, best)
-        if w.uuidcap is not NOPIN:
-            lst = self.pin_idx.get(w.uuidcap)
-            if lst is not None:
-                for oc in <list>lst:
-                    c = <_Class>oc
-                    if self._worker_serves(w, c.cbits, c.nc, c.cg, c.ng):
-                        self._consider(c.cid, best)
+        if self.nodes[0].live > 0:
+            self._walk(0, w.cbits, w.nc, 0, w.cg, w.ng, best)
+        if w.uuidcap is not NOPIN and self.pin_ids:
+            opid = self.pin_ids.get(w.uuidcap)
+            if opid is not None:
+                pid = opid
+                for k in range(self.pn_n[pid]):
+                    cid = self.pn_cls[pid][k]
+                    if self._w_serves_class(w, cid):
+                        self._consider(cid, best)
         return 0
+
+    cdef inline tuple _class_entry(self, Py_ssize_t cid):
+        cdef uint64_t head = self.cl_head[cid]
+        return (head >> 24, self.s_req[head & SLOT_MASK], 0, cid, 0, None)
 
     # ================================================================ match
     def match(self):
@@ -921,7 +1262,6 @@ cdef class CompiledMatcher:
         cdef list H
         cdef list pw
         cdef _Worker w, taker
-        cdef _Class c
         cdef Best best
         cdef Py_ssize_t n = 0, rank, slot, cid
         cdef uint64_t head
@@ -933,21 +1273,33 @@ cdef class CompiledMatcher:
             self.pend_workers.clear()
             return made
         self._ensure_ranks()
+        if (not self.pend_classes and len(self.pend_workers) == 1 and self.walk_limit >= 1
+                and self.walk_ratio <= self.n_classes):
+            # One worker turned idle and nothing else changed: no other idle
+            # worker serves any ready request, so it takes its best, or none.
+            w = <_Worker>self.pend_workers.pop()
+            if w.idle:
+                self._worker_best(w, &best)
+                if best.cid >= 0:
+                    slot = <Py_ssize_t>(self.cl_head[best.cid] & SLOT_MASK)
+                    req = self.s_req[slot]
+                    self._remove_slot(slot)
+                    w.idle = False
+                    self.n_idle -= 1
+                    self._set_idle_bit(w, False)
+                    made.append((req, w.uuid))
+            return made
         pw = [ow for ow in self.pend_workers if (<_Worker>ow).idle]
         H = []
         if len(pw) > self.walk_limit or len(pw) * self.walk_ratio > self.n_classes:
-            for oc in self.classes:
-                if oc is not None:
-                    c = <_Class>oc
-                    head = c.heap[0]
-                    H.append((head >> 24, self.s_req[head & SLOT_MASK], 0, c.cid, 0, None))
+            for cid in range(self.cl_used):
+                if self.cls[cid].gs >= 0:
+                    H.append(self._class_entry(cid))
         else:
             for ocid in self.pend_classes:
-                oc = self.classes[ocid]
-                if oc is not None:
-                    c = <_Class>oc
-                    head = c.heap[0]
-                    H.append((head >> 24, self.s_req[head & SLOT_MASK], 0, c.cid, 0, None))
+                cid = ocid
+                if self.cls[cid].gs >= 0:
+                    H.append(self._class_entry(cid))
             for ow in pw:
                 w = <_Worker>ow
                 self._worker_best(w, &best)
@@ -958,9 +1310,9 @@ cdef class CompiledMatcher:
         self.pend_workers.clear()
         heapq.heapify(H)
         while H and self.n_idle > 0:
-            k60, rq, kind, cid, _, ow = heapq.heappop(H)
-            oc = self.classes[cid]
-            if oc is None:                      # emptied during this match
+            k60, rq, kind, ocid, _, ow = heapq.heappop(H)
+            cid = ocid
+            if self.cls[cid].gs < 0:             # emptied during this match
                 if kind == 1 and (<_Worker>ow).idle:
                     w = <_Worker>ow
                     self._worker_best(w, &best)
@@ -969,12 +1321,11 @@ cdef class CompiledMatcher:
                         heapq.heappush(H, (best.key >> 24, self.s_req[best.key & SLOT_MASK],
                                            1, best.cid, n, w))
                 continue
-            c = <_Class>oc
-            head = c.heap[0]
+            head = self.cl_head[cid]
             if (head >> 24) != <uint64_t>k60 or self.s_req[head & SLOT_MASK] != <int64_t>rq:
                 # the head was served: the entry is stale (a lower bound)
                 if kind == 0:
-                    heapq.heappush(H, (head >> 24, self.s_req[head & SLOT_MASK], 0, cid, 0, None))
+                    heapq.heappush(H, self._class_entry(cid))
                 elif (<_Worker>ow).idle:
                     w = <_Worker>ow
                     self._worker_best(w, &best)
@@ -985,7 +1336,7 @@ cdef class CompiledMatcher:
                 continue
             if kind == 1 and not (<_Worker>ow).idle:
                 continue
-            rank = self._best_for_class(c)
+            rank = self._best_for_class(cid)
             if rank < 0:                        # nobody idle serves this class any more
                 continue
             taker = <_Worker>self.rank_w[rank]
@@ -997,9 +1348,8 @@ cdef class CompiledMatcher:
             self._set_idle_bit(taker, False)
             made.append((req, taker.uuid))
             if kind == 0:
-                if self.classes[cid] is c:
-                    head = c.heap[0]
-                    heapq.heappush(H, (head >> 24, self.s_req[head & SLOT_MASK], 0, cid, 0, None))
+                if self.cls[cid].gs >= 0:
+                    heapq.heappush(H, self._class_entry(cid))
             else:
                 w = <_Worker>ow
                 if w.idle:
@@ -1067,9 +1417,45 @@ cdef class CompiledMatcher:
         self.walk_ratio = walk_ratio
 
     def _memory_bytes(self):
-        """C memory held for requests (slot arrays, id table, class heaps)."""
-        return (self.s_cap * (8 + 8 + 4 + 4) + self.ht_cap * 4 + self.heap_bytes)
+        """C memory held for requests, classes and the trie (array capacities)."""
+        cdef Py_ssize_t i, pins = 0
+        for i in range(self.pn_size):
+            pins += self.pn_cap[i] * sizeof(int32_t)
+        pins += self.pn_size * (sizeof(int32_t*) + 2 * sizeof(int32_t))
+        return (self.s_cap * (8 + 4 + 4) + self.ht_cap * 4 + self.heap_bytes
+                + self.cl_cap * (sizeof(ClassRec) + sizeof(uint64_t)) + self.ct_cap * 4
+                + self.nd_cap * sizeof(Node) + self.nd_bytes + pins)
+
+    def _check(self):
+        """Tests only: verify the internal structures; raises AssertionError."""
+        cdef Py_ssize_t cid, i, n = 0, slot, nid
+        cdef ClassRec* rec
+        cdef uint64_t x
+        live = [0] * self.nd_n
+        for cid in range(self.cl_used):
+            rec = &self.cls[cid]
+            if rec.gs < 0:
+                continue
+            n += 1
+            assert rec.size > 0, cid
+            assert self._ct_find(rec.node, rec.gs, rec.pin) == cid, cid
+            for i in range(rec.size):
+                x = self._hget(cid, i)
+                slot = <Py_ssize_t>(x & SLOT_MASK)
+                assert self.s_cls[slot] == cid and self.s_pos[slot] == i, (cid, i)
+                if i:
+                    assert not self._lt(x, self._hget(cid, (i - 1) >> 1)), (cid, i)
+            if rec.pin < 0:
+                nid = rec.node
+                while nid >= 0:
+                    live[nid] += 1
+                    nid = self.nodes[nid].parent
+        assert n == self.n_classes
+        for nid in range(self.nd_n):
+            assert live[nid] == self.nodes[nid].live, nid
+        return True
 
 
 def _rank_key(_Worker w):
     return (w.penalty, w.uuid)
+

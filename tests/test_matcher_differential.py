@@ -202,6 +202,8 @@ class MatcherPair(RuleBasedStateMachine):
         assert self.comp.idle_count() == self.ref.idle_count()
         for caps, groups in SAT_PROBES:
             assert self.comp.satisfiable(caps, groups) == self.ref.satisfiable(caps, groups)
+        # heaps in order (heads included), slot positions, class table, trie live counts
+        assert self.comp._check()
 
 
 class MatcherPairWalking(MatcherPair):
@@ -338,3 +340,89 @@ def test_large_drain_and_churn_identical(seed, tune):
             busy.append(uuid)
         assert comp.ready_count() == ref.ready_count()
         assert comp.idle_count() == ref.idle_count()
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_churn_one_worker_at_a_time(seed):
+    # S2-like: every worker busy, a large queue; one worker at a time turns idle
+    # and takes its best request (match()'s single-worker fast path, with enough
+    # classes for the default mode), while requests arrive and leave anywhere in
+    # their class (heads included) so heads and classes keep changing.
+    rng = random.Random(seed)
+    types, ifaces, groups, workers = _random_farm(rng, 120)
+    ref, comp = ReferenceMatcher(), CompiledMatcher()
+    for uuid, caps, grps in workers:
+        ref.add_worker(uuid, caps, grps)
+        comp.add_worker(uuid, caps, grps)
+    handles = {}
+    next_id = 1
+
+    def add():
+        nonlocal next_id
+        caps, owner, prio = _random_request(rng, types, ifaces, groups, workers)
+        ref.add_request(next_id, caps, owner, prio, next_id)
+        handles[next_id] = comp.add_request(next_id, caps, owner, prio, next_id)
+        next_id += 1
+
+    for _ in range(1500):
+        add()
+    assert comp.match() == ref.match() == []
+    for step in range(400):
+        uuid = rng.choice(workers)[0]
+        ref.set_idle(uuid, True)
+        comp.set_idle(uuid, True)
+        made = ref.match()
+        assert comp.match() == made, step
+        assert len(made) <= 1
+        for req_id, _ in made:
+            del handles[req_id]
+        ref.set_idle(uuid, False)
+        comp.set_idle(uuid, False)
+        for _ in range(rng.randint(0, 2)):
+            add()
+        for _ in range(rng.randint(0, 2)):
+            if handles:
+                req_id = rng.choice(list(handles))
+                ref.remove_request(req_id)
+                comp.remove_request(handles.pop(req_id))
+        if step % 50 == 0:
+            assert comp._check()
+    assert comp.ready_count() == ref.ready_count()
+    assert comp._check()
+
+
+def test_pins_and_class_ids_are_reused():
+    # Classes (and pinned values) are freed when their last request goes and
+    # their ids are reused by other classes: nothing of the old one may leak.
+    ref, comp = ReferenceMatcher(), CompiledMatcher()
+    for m in (ref, comp):
+        m.add_worker("a", {"UUID": "a", "arch": "arm"}, ["g1"])
+        m.add_worker("b", {"UUID": "b", "arch": "x86"}, ["g2"])
+    seq = 0
+    live = {}
+    for rnd in range(6):
+        specs = [({"UUID": "a"}, []), ({"UUID": "b", "arch": "x86"}, ["g2"]),
+                 ({"arch": "arm"}, ["g1", "g2"]), ({}, []), ({"UUID": "zz"}, [])]
+        rng = random.Random(rnd)
+        rng.shuffle(specs)
+        for caps, grps in specs:
+            seq += 1
+            ref.add_request(seq, caps, grps, 1 + seq % 3, seq)
+            live[seq] = comp.add_request(seq, caps, grps, 1 + seq % 3, seq)
+        # drop a random half, then let the workers take what they can
+        for req_id in rng.sample(sorted(live), len(live) // 2):
+            ref.remove_request(req_id)
+            comp.remove_request(live.pop(req_id))
+        assert comp._check()
+        for uuid in ("a", "b"):
+            ref.set_idle(uuid, True)
+            comp.set_idle(uuid, True)
+            made = ref.match()
+            assert comp.match() == made
+            for req_id, _ in made:
+                del live[req_id]
+        for uuid in ("a", "b"):
+            ref.set_idle(uuid, False)
+            comp.set_idle(uuid, False)
+        assert comp._check()
+        assert comp.ready_count() == ref.ready_count()
