@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 EXT    := boruta/_matcher$(shell $(PYTHON) -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
 
-.PHONY: test test-pure bench bench-e2e demo build clean
+.PHONY: test bench bench-e2e demo build clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,17 @@ $(EXT): boruta/_matcher.pyx setup.py $(STAMP)
 
 build: $(STAMP) $(EXT)
 
-test: build
+# The `system` session backend is tested against a real OpenSSH server. As root
+# (CI) we install it from Debian's packages; elsewhere, or if apt cannot, that
+# one test skips and says why.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null; then \
+	  echo "installing openssh-server for the system session test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openssh-server) >/dev/null 2>&1 || echo "  (not installed)"; \
+	fi
+
+test: build system-deps
 	$(PY) -c "import boruta._matcher"   # the compiled core must be there
 	$(PY) -m pytest -q -p no:cacheprovider
 
