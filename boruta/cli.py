@@ -861,7 +861,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 @cli.command("server", context_settings=CONTEXT)
 @click.option("--config", "config", metavar="FILE", help="Server configuration (TOML).")
-@click.option("--state-dir", metavar="DIR", help="Where the server keeps its state.")
+@click.option("--state-dir", metavar="DIR", help="Where the server keeps its state (default $XDG_STATE_HOME/boruta, else ~/.local/state/boruta; :memory: keeps nothing).")
 @click.option("--listen", metavar="EP", help="Client endpoint (default tcp://*:7175).")
 @click.option("--dryad-listen", metavar="EP", help="Dryad endpoint (default tcp://*:7176).")
 @click.option("--events", "events_ep", metavar="EP", help="Event stream endpoint (default tcp://*:7177).")
@@ -913,15 +913,7 @@ def server(config: str | None, state_dir: str | None, listen: str | None,
         click.get_current_context().exit(rc)    # the server has logged why
 
 
-# ---- later work: dryad and admin
-
-_LATER = {"ignore_unknown_options": True, "allow_extra_args": True, **CONTEXT}
-
-
-def _not_yet(what: str) -> None:
-    raise CliError(f"'boruta {what}' is not available yet in this version of boruta",
-                   code="not_available")
-
+# ---- dryad
 
 DRYAD_BOARDS = ["simulated", "stm"]
 DRYAD_SESSIONS = ["embedded", "system"]
@@ -1042,35 +1034,129 @@ def dryad_init(ctx: click.Context, config: str | None, caps: tuple[tuple[str, st
 
 @cli.group("admin", context_settings=CONTEXT)
 def admin() -> None:
-    """Dump and restore the server's state (not available yet).
+    """Dump and restore the server's durable state (its state directory).
+
+    The dump is JSON lines: a meta record, then workers, tunnels and
+    requests. It holds the private keys of jobs in progress: keep it as
+    secret as the state directory.
 
     \b
     Examples:
       boruta admin dump --state-dir /var/lib/boruta > state.jsonl
-      boruta admin restore --state-dir /var/lib/boruta < state.jsonl
+      boruta admin restore --state-dir /var/lib/boruta-new < state.jsonl
     """
 
 
-@admin.command("dump", context_settings=_LATER)
-def admin_dump() -> None:
-    """Dump the server's state as JSON lines (not available yet).
+def _state_dir_option(f: Callable) -> Callable:
+    return click.option("--state-dir", metavar="DIR",
+                        help="The server's state directory (default: $XDG_STATE_HOME/boruta, "
+                             "else ~/.local/state/boruta, as `boruta server`).")(f)
+
+
+def _resolve_state_dir(state_dir: str | None) -> str:
+    from boruta.transport.config import default_state_dir
+    return os.path.expanduser(state_dir) if state_dir else default_state_dir()
+
+
+@admin.command("dump", context_settings=CONTEXT)
+@_state_dir_option
+@click.option("--output", "-o", metavar="FILE", help="Write the dump here instead of stdout.")
+def admin_dump(state_dir: str | None, output: str | None) -> None:
+    """Dump the whole state as JSON lines, the server stopped or running.
+
+    A running server is not disturbed: the dump reads the last committed
+    state in one consistent snapshot.
 
     \b
-    Example:
+    Examples:
       boruta admin dump --state-dir /var/lib/boruta > state.jsonl
+      boruta admin dump --state-dir /var/lib/boruta -o state.jsonl
     """
-    _not_yet("admin dump")
+    import json
+
+    from boruta.store import Store, StoreError
+    where = _resolve_state_dir(state_dir)
+    counts = {"worker": 0, "request": 0, "tunnel": 0}
+    try:
+        store = Store(where, readonly=True)
+    except StoreError as exc:
+        raise CliError(str(exc), code="state_error", exit_code=EXIT_REFUSED) from None
+    try:
+        sink = open(output, "w", encoding="utf-8") if output else sys.stdout
+    except OSError as exc:
+        store.close()
+        raise CliError(f"cannot write {output}: {_exc_text(exc)}", code="state_error",
+                       exit_code=EXIT_REFUSED) from None
+    try:
+        for record in store.dump():
+            sink.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+            counts[record["kind"]] = counts.get(record["kind"], 0) + 1
+        sink.flush()
+    except StoreError as exc:
+        raise CliError(str(exc), code="state_error", exit_code=EXIT_REFUSED) from None
+    finally:
+        store.close()
+        if output:
+            sink.close()
+    sys.stderr.write(f"Dumped {counts['worker']} workers and {counts['request']} requests "
+                     f"from {where}.\n")
 
 
-@admin.command("restore", context_settings=_LATER)
-def admin_restore() -> None:
-    """Restore the server's state into an empty state directory (not available yet).
+@admin.command("restore", context_settings=CONTEXT)
+@_state_dir_option
+@click.option("--input", "-i", "input_", metavar="FILE",
+              help="Read the dump from FILE instead of stdin.")
+@click.option("--json", "json_", is_flag=True, default=False, expose_value=False,
+              callback=_set_json, help="Print what was restored as one JSON document.")
+def admin_restore(state_dir: str | None, input_: str | None) -> None:
+    """Restore a dump into an empty state directory (the server stopped).
+
+    All or nothing: the first bad line is reported and nothing is written.
+    The directory may not exist yet; one that holds state is refused.
 
     \b
-    Example:
+    Examples:
       boruta admin restore --state-dir /var/lib/boruta < state.jsonl
+      boruta admin restore --state-dir /var/lib/boruta -i state.jsonl
     """
-    _not_yet("admin restore")
+    import json
+
+    from boruta.store import Store, StoreError
+    where = _resolve_state_dir(state_dir)
+
+    def records(stream: Any) -> Any:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError as exc:
+                raise StoreError(f"line {number}: not JSON ({exc})") from None
+
+    try:
+        source = open(input_, encoding="utf-8") if input_ else sys.stdin
+    except OSError as exc:
+        raise CliError(f"cannot read {input_}: {_exc_text(exc)}", code="state_error",
+                       exit_code=EXIT_REFUSED) from None
+    store = None
+    try:
+        store = Store(where, lock=True)
+        workers, requests = store.restore(records(source))
+    except StoreError as exc:
+        raise CliError(f"nothing restored: {exc}", code="state_error",
+                       exit_code=EXIT_REFUSED) from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"nothing restored: the dump is not UTF-8 text ({exc.reason})",
+                       code="state_error", exit_code=EXIT_REFUSED) from None
+    finally:
+        if store is not None:
+            store.close()
+        if input_:
+            source.close()
+    if json_mode():
+        out.print_json({"state_dir": where, "workers": workers, "requests": requests})
+    else:
+        sys.stdout.write(f"Restored {workers} workers and {requests} requests into {where}.\n")
 
 
 # --------------------------------------------------------------------------- entry point

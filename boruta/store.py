@@ -8,20 +8,30 @@ policy is the `synchronous` pragma (FULL by default, NORMAL or OFF by
 configuration).
 
 The schema is versioned: an older file is migrated forward, a newer one is
-refused with a clear message (no guessing at a future format).
+refused with a clear message (no guessing at a future format). The file
+holds the private keys of jobs in progress: it is created 0600 in a 0700
+directory, and SQLite gives its -wal and -shm files the same mode.
+
+Every failure to use the file (unreadable, truncated, corrupted, not ours,
+from a newer Boruta, locked by another server) is a `StoreError` whose
+message says what is wrong and what to do; never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "boruta.sqlite3"
+LOCK_NAME = "boruta.lock"
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,21 +64,38 @@ CREATE TABLE workers (
 );
 """
 
-# Each entry migrates from version i+1 to i+2; version 1 is the first schema.
-_MIGRATIONS: list[str] = []
+# Entry i migrates from version i+1 to i+2; version 1 is the first schema. A new
+# database is created at version 1 and migrated, so every migration is exercised.
+_MIGRATIONS: list[list[str]] = [
+    # 2: the tunnel port of each job in progress, so that a restart reopens the
+    # tunnel on the port its owner was told; an index of the live requests, so
+    # that a restart reads them first and serves while the history follows.
+    ["CREATE TABLE tunnels (req_id INTEGER PRIMARY KEY, port INTEGER NOT NULL)",
+     "CREATE INDEX requests_live ON requests(state) WHERE state IN ('WAITING', 'IN PROGRESS')"],
+]
+LIVE = "state IN ('WAITING', 'IN PROGRESS')"          # the partial index's condition, verbatim
 
 REQUEST_COLUMNS = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
                    "job_worker", "job_timeout", "seq", "prolongs", "ended_at")
 WORKER_COLUMNS = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
                   "username", "fail_reason", "job")
 _JSON_COLUMNS = frozenset({"groups", "caps"})
+_REQUEST_STATES = frozenset({"WAITING", "IN PROGRESS", "CANCELLED", "TIMEOUT", "INVALID",
+                             "DONE", "FAILED"})
+_WORKER_STATES = frozenset({"MAINTENANCE", "IDLE", "RUNNING", "FAILED", "PREPARE", "BUSY"})
+_RESTORE_CHUNK = 10_000
+
+_INSERT_REQUESTS = (f"INSERT OR REPLACE INTO requests({','.join(REQUEST_COLUMNS)}) "
+                    f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))})")
+_INSERT_WORKERS = (f"INSERT OR REPLACE INTO workers({','.join(WORKER_COLUMNS)}) "
+                   f"VALUES ({','.join('?' * len(WORKER_COLUMNS))})")
 
 
 class StoreError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
 
 
-def _encode(columns: tuple[str, ...], record: dict[str, Any], cache: dict[int, str]) -> tuple:
+def _encode(columns: tuple[str, ...], record: Mapping[str, Any], cache: dict[int, str]) -> tuple:
     row = []
     for name in columns:
         value = record.get(name)
@@ -92,40 +119,126 @@ def _decoder() -> Any:
         if value is None:
             value = cache[text] = json.loads(text)
         return value
+    decode.cache = cache          # type: ignore[attr-defined]
     return decode
 
 
-class Store:
-    """One SQLite database in the server's state directory."""
+def _unusable(path: Path, exc: BaseException) -> StoreError:
+    return StoreError(f"state database {path} is unreadable ({exc}); it may be truncated or "
+                      "corrupted: restore it from a dump (boruta admin restore) into an empty "
+                      "state directory, or move it away to start afresh")
 
-    def __init__(self, state_dir: str | os.PathLike[str], synchronous: str = "FULL") -> None:
+
+class Store:
+    """One SQLite database in the server's state directory.
+
+    `readonly=True` opens an existing database for reading only (dumps, even
+    while a server runs: WAL lets a reader see the last committed state);
+    `lock=True` takes the directory's lock so that no second server (or
+    restore) uses it at the same time.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str], synchronous: str = "FULL", *,
+                 readonly: bool = False, lock: bool = False) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise StoreError(f"unknown fsync policy {synchronous!r} (OFF, NORMAL, FULL or EXTRA)")
-        self.path = Path(state_dir) / DB_NAME
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        self.readonly = readonly
+        self.version = SCHEMA_VERSION
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
         try:
-            Path(state_dir).mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"no Boruta state in {self.state_dir} ({self.path} "
+                                     "does not exist)")
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                           check_same_thread=False)
+            else:
+                self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if lock:
+                    self._take_lock()
+                if not self.path.exists():
+                    # 0600 from the start: the file will hold private job keys.
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                self._db = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+            self._check_length()
+            self._db.execute("PRAGMA busy_timeout=5000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._prepare_schema()
+        except StoreError:
+            self.close()
+            raise
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"state database {self.path} is unreadable ({exc}); "
-                             "restore it from a dump (boruta admin restore) or move it away") from None
+            self.close()
+            raise _unusable(self.path, exc) from None
         except OSError as exc:
-            raise StoreError(f"state directory {state_dir} cannot be used: {exc}") from None
+            self.close()
+            raise StoreError(f"state directory {self.state_dir} cannot be used: {exc}") from None
+
+    def _check_length(self) -> None:
+        """A file shorter than its header says was truncated: say so before reading it.
+
+        (The header's page count is valid when its two change counters agree.
+        Only checked without a -wal file: a checkpoint cut short by a crash can
+        leave the main file shorter than page 1 says, and SQLite repairs that
+        from the WAL; damage there shows up when the pages are read.)
+        """
+        try:
+            with open(self.path, "rb") as fh:
+                header = fh.read(100)
+                size = os.fstat(fh.fileno()).st_size
+            wal = Path(f"{self.path}-wal")
+            wal_size = wal.stat().st_size if wal.exists() else 0
+        except OSError:
+            return                                  # sqlite3 will say what is wrong
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+            if size:
+                raise StoreError(f"state database {self.path} is not an SQLite database "
+                                 f"(it may be corrupted or not Boruta's): restore a dump "
+                                 "(boruta admin restore) into an empty state directory, or "
+                                 "move the file away to start afresh")
+            return
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        if wal_size == 0 and header[24:28] == header[92:96] and pages and size < pages * page_size:
+            raise StoreError(f"state database {self.path} is truncated ({size} bytes; its "
+                             f"header says {pages * page_size}): restore a dump (boruta admin "
+                             "restore) into an empty state directory, or move it away to "
+                             "start afresh")
+
+    def _take_lock(self) -> None:
+        lock_path = self.state_dir / LOCK_NAME
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"state directory {self.state_dir} is in use by another Boruta "
+                             "server (or a restore); stop it first") from None
+        self._lock_fd = fd
 
     # -- schema ------------------------------------------------------------
     def _prepare_schema(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        db = self._conn()
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not tables:
+            if self.readonly:
+                raise StoreError(f"{self.path} is empty: no Boruta state in {self.state_dir}")
             with self._transaction():
                 for statement in _SCHEMA_V1.split(";"):
                     if statement.strip():
-                        self._db.execute(statement)
-                self._set_meta("schema_version", SCHEMA_VERSION)
+                        db.execute(statement)
+                self._set_meta("schema_version", 1)
                 self._set_meta("last_id", 0)
                 self._set_meta("last_seq", 0)
-            return
+            tables = {"meta"}
         if "meta" not in tables:
             raise StoreError(f"{self.path} is not a Boruta state database")
         version = self._meta("schema_version")
@@ -133,116 +246,329 @@ class Store:
             raise StoreError(f"{self.path} has no schema version: not a Boruta state database")
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} was written by a newer Boruta (schema {version}, this one knows "
-                f"up to {SCHEMA_VERSION}); run the newer version or restore a dump")
+                f"{self.path} was written by a newer Boruta (schema version {version}; this "
+                f"Boruta knows versions up to {SCHEMA_VERSION}): run that newer version, or "
+                "restore a dump made by this version into an empty state directory")
+        if version < 1:
+            raise StoreError(f"{self.path} has an impossible schema version {version}")
+        self.version = version
+        if self.readonly:
+            return                      # an older file is read as it is; nothing is written
         while version < SCHEMA_VERSION:
             with self._transaction():
-                self._db.execute(_MIGRATIONS[version - 1])
+                for statement in _MIGRATIONS[version - 1]:
+                    db.execute(statement)
                 version += 1
                 self._set_meta("schema_version", version)
-        self._db.execute("PRAGMA quick_check").fetchone()
+        self.version = version
+
+    def check(self) -> None:
+        """Read every page (PRAGMA quick_check): StoreError if the file is damaged."""
+        try:
+            rows = self._conn().execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        if rows != [("ok",)]:
+            raise _unusable(self.path, "; ".join(str(r[0]) for r in rows[:3]))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(f"state database {self.path} is closed")
+        return self._db
 
     def _meta(self, key: str) -> int | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else int(row[0])
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: meta value {key}={row[0]!r} is not a number; "
+                             "the file is damaged") from None
 
     def _set_meta(self, key: str, value: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+        self._conn().execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                             (key, str(value)))
 
     def _transaction(self) -> "_Tx":
-        return _Tx(self._db)
+        return _Tx(self._conn())
 
     # -- writing -----------------------------------------------------------
-    def commit(self, changes: Changes) -> None:
-        """Write one turn's changes atomically; durable when this returns."""
-        if not changes:
+    def commit(self, changes: Changes, ports: Mapping[int, int | None] | None = None) -> None:
+        """Write one turn's changes atomically; durable (per the fsync policy) when this returns.
+
+        `ports` maps the request IDs of jobs whose tunnel opened (port) or
+        closed (None). Deletions are applied before upserts, so a worker
+        deregistered and registered again within one turn is kept.
+        Raises sqlite3 errors as they are (the caller decides: the server
+        answers `storage_failed` and keeps the changes for its next commit).
+        """
+        if not changes and not ports:
             return
+        db = self._conn()
         cache: dict[int, str] = {}
         with self._transaction():
-            if changes.requests:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO requests({','.join(REQUEST_COLUMNS)}) "
-                    f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))})",
-                    [_encode(REQUEST_COLUMNS, r, cache) for r in changes.requests])
-            if changes.workers:
-                self._db.executemany(
-                    f"INSERT OR REPLACE INTO workers({','.join(WORKER_COLUMNS)}) "
-                    f"VALUES ({','.join('?' * len(WORKER_COLUMNS))})",
-                    [_encode(WORKER_COLUMNS, w, cache) for w in changes.workers])
             if changes.removed_workers:
-                self._db.executemany("DELETE FROM workers WHERE uuid=?",
-                                     [(u,) for u in changes.removed_workers])
+                db.executemany("DELETE FROM workers WHERE uuid=?",
+                               [(u,) for u in changes.removed_workers])
             if changes.purged_requests:
-                self._db.executemany("DELETE FROM requests WHERE id=?",
-                                     [(i,) for i in changes.purged_requests])
+                purged = [(i,) for i in changes.purged_requests]
+                db.executemany("DELETE FROM requests WHERE id=?", purged)
+                db.executemany("DELETE FROM tunnels WHERE req_id=?", purged)
+            if changes.requests:
+                db.executemany(_INSERT_REQUESTS,
+                               [_encode(REQUEST_COLUMNS, r, cache) for r in changes.requests])
+            if changes.workers:
+                db.executemany(_INSERT_WORKERS,
+                               [_encode(WORKER_COLUMNS, w, cache) for w in changes.workers])
+            if ports:
+                gone = [(i,) for i, p in ports.items() if p is None]
+                kept = [(i, p) for i, p in ports.items() if p is not None]
+                if gone:
+                    db.executemany("DELETE FROM tunnels WHERE req_id=?", gone)
+                if kept:
+                    db.executemany("INSERT OR REPLACE INTO tunnels(req_id, port) VALUES (?, ?)",
+                                   kept)
             if changes.last_id is not None:
                 self._set_meta("last_id", changes.last_id)
             if changes.last_seq is not None:
                 self._set_meta("last_seq", changes.last_seq)
 
     # -- reading -----------------------------------------------------------
-    def load(self) -> Snapshot:
-        decode = _decoder()
-        snap = Snapshot(last_id=self._meta("last_id") or 0, last_seq=self._meta("last_seq") or 0)
-        snap.requests = [self._row(REQUEST_COLUMNS, row, decode) for row in self._db.execute(
-            f"SELECT {','.join(REQUEST_COLUMNS)} FROM requests ORDER BY id")]
-        snap.workers = [self._row(WORKER_COLUMNS, row, decode) for row in self._db.execute(
-            f"SELECT {','.join(WORKER_COLUMNS)} FROM workers ORDER BY uuid")]
-        return snap
+    def load(self, history: bool = True) -> Snapshot:
+        """The records, as the scheduler's `restore` takes them.
 
-    @staticmethod
-    def _row(columns: tuple[str, ...], row: tuple, decode: Any) -> dict[str, Any]:
-        record = dict(zip(columns, row))
-        for name in _JSON_COLUMNS:
-            record[name] = decode(record[name])
-        return record
+        `history=False`: only the live requests (WAITING, IN PROGRESS, or the
+        job of some worker); the finished ones come with `history()` in
+        chunks. `last_id` is never below the highest ID stored.
+        """
+        try:
+            with self._reading():
+                decode = _decoder()
+                top = self._conn().execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0
+                snap = Snapshot(last_id=max(self._meta("last_id") or 0, top),
+                                last_seq=self._meta("last_seq") or 0)
+                if history:
+                    snap.requests = list(self._records(REQUEST_COLUMNS, "requests", "id", decode))
+                else:
+                    snap.requests = self._live_requests(decode)
+                snap.workers = list(self._records(WORKER_COLUMNS, "workers", "uuid", decode))
+                return snap
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        except (ValueError, TypeError) as exc:      # a JSON column that does not parse
+            raise _unusable(self.path, f"bad record: {exc}") from None
+
+    def _live_requests(self, decode: Any) -> list[dict[str, Any]]:
+        live = list(self._records(REQUEST_COLUMNS, "requests", "id", decode, LIVE))
+        seen = {r["id"] for r in live}
+        jobs = [r for r in self._records(
+            REQUEST_COLUMNS, "requests", "id", decode,
+            "id IN (SELECT job FROM workers WHERE job IS NOT NULL)") if r["id"] not in seen]
+        if jobs:
+            live = sorted(live + jobs, key=lambda r: r["id"])
+        return live
+
+    def history(self, after_id: int = 0, limit: int = 20_000) -> list[dict[str, Any]]:
+        """Finished requests with IDs above `after_id`, by ID, at most `limit` of them."""
+        try:
+            return list(self._records(REQUEST_COLUMNS, "requests", "id", _decoder(),
+                                      f"id > ? AND NOT ({LIVE})", (after_id,), limit))
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        except (ValueError, TypeError) as exc:
+            raise _unusable(self.path, f"bad record: {exc}") from None
+
+    def load_request(self, req_id: int) -> dict[str, Any] | None:
+        """One request's record (None if there is none)."""
+        try:
+            found = list(self._records(REQUEST_COLUMNS, "requests", "id", _decoder(),
+                                       "id = ?", (req_id,)))
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        except (ValueError, TypeError) as exc:
+            raise _unusable(self.path, f"bad record: {exc}") from None
+        return found[0] if found else None
+
+    def _records(self, columns: tuple[str, ...], table: str, order: str, decode: Any,
+                 where: str | None = None, params: tuple = (),
+                 limit: int | None = None) -> Iterator[dict[str, Any]]:
+        # Lean: on a big restart this runs a million times. Each distinct JSON text
+        # is decoded once and the object shared (the scheduler relies on that).
+        g = columns.index("groups")
+        c = columns.index("caps")
+        cache: dict[str, Any] = decode.cache
+        loads = json.loads
+        sql = f"SELECT {','.join(columns)} FROM {table}"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cursor = self._conn().execute(sql, params)
+        while rows := cursor.fetchmany(4096):
+            for row in rows:
+                record = dict(zip(columns, row))
+                text = row[g]
+                value = cache.get(text)
+                if value is None:
+                    value = cache[text] = loads(text)
+                record["groups"] = value
+                text = row[c]
+                value = cache.get(text)
+                if value is None:
+                    value = cache[text] = loads(text)
+                record["caps"] = value
+                yield record
+
+    def tunnel_ports(self) -> dict[int, int]:
+        """The tunnel port of each job in progress, by request ID."""
+        if self.version < 2:
+            return {}
+        try:
+            return dict(self._conn().execute("SELECT req_id, port FROM tunnels"))
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+
+    def counts(self) -> dict[str, int]:
+        db = self._conn()
+        return {"requests": db.execute("SELECT COUNT(*) FROM requests").fetchone()[0],
+                "workers": db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]}
 
     def is_empty(self) -> bool:
-        return (self._db.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 0
-                and self._db.execute("SELECT COUNT(*) FROM workers").fetchone()[0] == 0
+        db = self._conn()
+        return (db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
+                and db.execute("SELECT 1 FROM workers LIMIT 1").fetchone() is None
                 and not self._meta("last_id"))
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One read transaction: every SELECT inside sees the same committed state."""
+        db = self._conn()
+        if db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("COMMIT")
 
     # -- dump and restore --------------------------------------------------
     def dump(self) -> Iterator[dict[str, Any]]:
-        """JSON-lines records of the whole state: meta first, then workers, then requests."""
-        snap = self.load()
-        yield {"kind": "meta", "schema_version": SCHEMA_VERSION, "last_id": snap.last_id,
-               "last_seq": snap.last_seq}
-        for worker in snap.workers:
-            yield {"kind": "worker", **worker}
-        for request in snap.requests:
-            yield {"kind": "request", **request}
+        """JSON-lines records of the whole state, from one consistent read.
 
-    def restore(self, records: Iterable[dict[str, Any]]) -> tuple[int, int]:
-        """Load a dump into this (empty) store; returns (workers, requests) restored."""
+        Meta first, then workers, tunnels, requests (by ID). Streams: a big
+        state is never held in memory whole. Worker records carry the job
+        keys as the server stored them: a dump is as secret as the database.
+        """
+        try:
+            with self._reading():
+                decode = _decoder()
+                yield {"kind": "meta", "schema_version": SCHEMA_VERSION,
+                       "last_id": self._meta("last_id") or 0,
+                       "last_seq": self._meta("last_seq") or 0}
+                for worker in self._records(WORKER_COLUMNS, "workers", "uuid", decode):
+                    yield {"kind": "worker", **worker}
+                if self.version >= 2:
+                    for req_id, port in self._conn().execute(
+                            "SELECT req_id, port FROM tunnels ORDER BY req_id"):
+                        yield {"kind": "tunnel", "req_id": req_id, "port": port}
+                for request in self._records(REQUEST_COLUMNS, "requests", "id", decode):
+                    yield {"kind": "request", **request}
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        except (ValueError, TypeError) as exc:
+            raise _unusable(self.path, f"bad record: {exc}") from None
+
+    def restore(self, records: Iterable[Any]) -> tuple[int, int]:
+        """Load a dump into this (empty) store, all or nothing; returns (workers, requests).
+
+        Every record is checked; the first bad one is reported by its line
+        number and nothing is written.
+        """
+        if self.readonly:
+            raise StoreError("cannot restore into a store opened read-only")
         if not self.is_empty():
-            raise StoreError(f"{self.path} is not empty: restore only into an empty state directory")
-        changes = Changes()
+            raise StoreError(f"{self.path} is not empty: restore only into an empty state "
+                             "directory (move the old one away first)")
+        db = self._conn()
         seen_meta = False
-        for number, record in enumerate(records, 1):
-            kind = record.get("kind") if isinstance(record, dict) else None
-            body = {k: v for k, v in record.items() if k != "kind"} if kind else {}
-            if kind == "meta":
-                version = body.get("schema_version")
-                if not isinstance(version, int) or version > SCHEMA_VERSION:
-                    raise StoreError(f"line {number}: dump schema {version!r} is not supported")
-                changes.last_id, changes.last_seq = int(body["last_id"]), int(body["last_seq"])
-                seen_meta = True
-            elif kind == "worker" and set(WORKER_COLUMNS) <= set(body):
-                changes.workers.append(body)
-            elif kind == "request" and set(REQUEST_COLUMNS) <= set(body):
-                changes.requests.append(body)
-            else:
-                raise StoreError(f"line {number}: not a Boruta dump record")
-        if not seen_meta:
-            raise StoreError("the dump has no meta record: not a Boruta dump")
-        top = max((r["id"] for r in changes.requests), default=0)
-        changes.last_id = max(changes.last_id or 0, top)
-        self.commit(changes)
-        return len(changes.workers), len(changes.requests)
+        last_id = last_seq = top_id = top_seq = 0
+        req_ids: set[int] = set()
+        uuids: set[str] = set()
+        tunnel_ids: set[int] = set()
+        requests: list[tuple] = []
+        workers = 0
+        number = 0
+        try:
+            with self._transaction():
+                for number, record in enumerate(records, 1):
+                    kind = record.get("kind") if isinstance(record, dict) else None
+                    if kind == "meta":
+                        version = record.get("schema_version")
+                        if (not _is_int(version) or version < 1
+                                or version > SCHEMA_VERSION):
+                            raise StoreError(f"line {number}: a dump of schema version "
+                                             f"{version!r} cannot be restored by this Boruta "
+                                             f"(versions 1 to {SCHEMA_VERSION})")
+                        if not (_is_int(record.get("last_id")) and _is_int(record.get("last_seq"))):
+                            raise StoreError(f"line {number}: meta record without last_id/last_seq")
+                        last_id, last_seq = record["last_id"], record["last_seq"]
+                        seen_meta = True
+                    elif kind == "worker":
+                        _check_worker(record, number)
+                        if record["uuid"] in uuids:
+                            raise StoreError(
+                                f"line {number}: worker {record['uuid']} appears twice")
+                        uuids.add(record["uuid"])
+                        db.execute(_INSERT_WORKERS, _encode(WORKER_COLUMNS, record, {}))
+                        workers += 1
+                    elif kind == "tunnel":
+                        req_id, port = record.get("req_id"), record.get("port")
+                        if not (_is_int(req_id) and _is_int(port) and 0 < port < 65536):
+                            raise StoreError(f"line {number}: bad tunnel record")
+                        if req_id in tunnel_ids:
+                            raise StoreError(f"line {number}: tunnel of request {req_id} "
+                                             "appears twice")
+                        tunnel_ids.add(req_id)
+                        db.execute("INSERT INTO tunnels(req_id, port) VALUES (?, ?)",
+                                   (req_id, port))
+                    elif kind == "request":
+                        _check_request(record, number)
+                        if record["id"] in req_ids:
+                            raise StoreError(f"line {number}: request {record['id']} appears twice")
+                        req_ids.add(record["id"])
+                        top_id = max(top_id, record["id"])
+                        top_seq = max(top_seq, record["seq"])
+                        # No identity cache here: each record dies after this line, and
+                        # a later one may reuse its objects' ids.
+                        requests.append(_encode(REQUEST_COLUMNS, record, {}))
+                        if len(requests) >= _RESTORE_CHUNK:
+                            db.executemany(_INSERT_REQUESTS, requests)
+                            requests.clear()
+                    else:
+                        raise StoreError(f"line {number}: not a Boruta dump record")
+                if not seen_meta:
+                    raise StoreError("the dump has no meta record: not a Boruta dump "
+                                     "(or an empty input)")
+                if requests:
+                    db.executemany(_INSERT_REQUESTS, requests)
+                self._set_meta("last_id", max(last_id, top_id))
+                self._set_meta("last_seq", max(last_seq, top_seq))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"line {number}: cannot write {self.path}: {exc}") from None
+        return workers, len(req_ids)
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class _Tx:
@@ -253,4 +579,63 @@ class _Tx:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            self._db.execute("COMMIT")
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+
+# -- checking dump records ---------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_num(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_caps(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items())
+
+
+def _check(ok: bool, number: int, what: str, field: str) -> None:
+    if not ok:
+        raise StoreError(f"line {number}: {what} record with a missing or bad {field!r}")
+
+
+def _check_request(r: dict[str, Any], number: int) -> None:
+    for name in REQUEST_COLUMNS:
+        _check(name in r, number, "request", name)
+    _check(_is_int(r["id"]) and r["id"] > 0, number, "request", "id")
+    for name in ("priority", "seq", "prolongs"):
+        _check(_is_int(r[name]), number, "request", name)
+    for name in ("valid_after", "deadline"):
+        _check(_is_num(r[name]), number, "request", name)
+    for name in ("job_timeout", "ended_at"):
+        _check(r[name] is None or _is_num(r[name]), number, "request", name)
+    _check(r["state"] in _REQUEST_STATES, number, "request", "state")
+    _check(_is_str_list(r["groups"]), number, "request", "groups")
+    _check(_is_caps(r["caps"]), number, "request", "caps")
+    _check(r["job_worker"] is None or isinstance(r["job_worker"], str), number, "request",
+           "job_worker")
+
+
+def _check_worker(w: dict[str, Any], number: int) -> None:
+    for name in WORKER_COLUMNS:
+        _check(name in w, number, "worker", name)
+    _check(isinstance(w["uuid"], str) and bool(w["uuid"]), number, "worker", "uuid")
+    _check(w["state"] in _WORKER_STATES, number, "worker", "state")
+    _check(_is_str_list(w["groups"]), number, "worker", "groups")
+    _check(_is_caps(w["caps"]), number, "worker", "caps")
+    for name in ("dryad_address", "ssh_address"):
+        _check(isinstance(w[name], str), number, "worker", name)
+    for name in ("key", "username", "fail_reason"):
+        _check(w[name] is None or isinstance(w[name], str), number, "worker", name)
+    _check(w["job"] is None or _is_int(w["job"]), number, "worker", "job")

@@ -868,16 +868,6 @@ def test_unknown_command_and_option(run, fake):
 
 
 @pytest.mark.parametrize("args", [
-    ("admin", "dump", "--state-dir", "/tmp/x"), ("admin", "restore", "--state-dir", "/tmp/x"),
-])
-def test_later_commands_are_not_available_yet(run, fake, args):
-    r = run(*args)
-    assert r.code == 2 and "not available yet" in r.err
-    r = run("--json", *args)
-    assert r.code == 2 and r.json()["error"]["code"] == "not_available"
-
-
-@pytest.mark.parametrize("args", [
     ("request", "new", "--caps", "a=\x00"), ("request", "show", "99999999999999999999999"),
     ("request", "list", "--sort", ":"), ("request", "list", "--after", "1e9"),
     ("worker", "show", " "), ("events", "--request", "x"), ("request", "new", "--caps"),

@@ -731,8 +731,8 @@ class Scheduler:
         fails those that stay away (`overdue_dryads`).
         """
         sched = cls(clock, config, matcher)
-        sched._last_id = max([snapshot.last_id] + [r["id"] for r in snapshot.requests])
-        top_seq = max([snapshot.last_seq] + [r["seq"] for r in snapshot.requests])
+        sched._last_id = max(snapshot.last_id, max((r["id"] for r in snapshot.requests), default=0))
+        top_seq = max(snapshot.last_seq, max((r["seq"] for r in snapshot.requests), default=0))
         sched._seq = itertools.count(top_seq + 1)
         sched._drained_counters = (sched._last_id, top_seq)
         for rec in snapshot.workers:
@@ -747,26 +747,66 @@ class Scheduler:
             sched._matcher.add_worker(worker.uuid, worker.caps, worker.groups)
             if worker.state not in (WS.MAINTENANCE, WS.FAIL):
                 sched._awaiting_dryad.add(worker.uuid)
+        sched._restore_requests(snapshot.requests)
+        return sched
+
+    def _restore_requests(self, records: Any) -> int:
+        """Requests from the store into the books, with their timers and matcher places.
+
+        A restart may bring back a million requests: this loop is kept lean. The
+        store hands out one decoded object per distinct caps/groups text, so the
+        interned forms are cached by object identity (the records keep them alive).
+        Requests already in the books are skipped. Returns how many were added.
+        """
         timers: list[tuple[float, TimerKind, int]] = []
-        now = sched._now
-        for rec in snapshot.requests:
-            req = _Request(rec["id"], rec["priority"], tuple(rec["groups"]),
-                           sched._intern_caps(dict(rec["caps"])), rec["valid_after"],
-                           rec["deadline"], rec["seq"])
-            req.state = ReqState(rec["state"])
+        now = self._now
+        states = {str(s): s for s in ReqState}
+        caps_of: dict[int, tuple[tuple[str, str], ...]] = {}
+        groups_of: dict[int, tuple[str, ...]] = {}
+        pool, books = self._caps_pool, self._requests
+        added = 0
+        for rec in records:
+            if rec["id"] in books:
+                continue
+            caps, groups = rec["caps"], rec["groups"]
+            interned = caps_of.get(id(caps))
+            if interned is None:
+                items = tuple(sorted(caps.items()))
+                interned = caps_of[id(caps)] = pool.setdefault(items, items)
+            group_tuple = groups_of.get(id(groups))
+            if group_tuple is None:
+                group_tuple = groups_of[id(groups)] = tuple(groups)
+            req = _Request(rec["id"], rec["priority"], group_tuple, interned,
+                           rec["valid_after"], rec["deadline"], rec["seq"])
+            req.state = states[rec["state"]]
             req.job_worker, req.job_timeout = rec["job_worker"], rec["job_timeout"]
             req.prolongs, req.ended_at = rec["prolongs"], rec["ended_at"]
-            sched._requests[req.id] = req
+            books[req.id] = req
+            added += 1
             if req.state is RS.WAIT:
                 timers.append((req.deadline, TimerKind.DEADLINE, req.id))
                 if req.valid_after <= now < req.deadline:
-                    sched._enter_matcher(req)
+                    self._enter_matcher(req)
                 else:
                     timers.append((req.valid_after, TimerKind.VALID_AFTER, req.id))
             elif req.state is RS.INPROGRESS and req.job_timeout is not None:
                 timers.append((req.job_timeout, TimerKind.JOB_TIMEOUT, req.id))
-        sched._timers.extend(timers)
-        return sched
+        if timers:
+            self._timers.extend(timers)
+        return added
+
+    def add_history(self, records: Any) -> int:
+        """Finished requests from the store, after `restore` (the shell loads a long
+        history in the background once it serves again). IDs already known are
+        skipped; the ID counter never goes back. Returns how many were added."""
+        records = list(records)
+        top = max((rec["id"] for rec in records), default=0)
+        if top > self._last_id:              # only a store without its counter lags behind
+            self._last_id = top
+        return self._restore_requests(records)
+
+    def has_request(self, req_id: int) -> bool:
+        return req_id in self._requests
 
     def _resume(self, worker: _Worker) -> None:
         """The dryad of a restored worker is back: pick up where the old server stopped."""

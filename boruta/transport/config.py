@@ -7,6 +7,10 @@
     tunnel_host = "0.0.0.0"          # where tunnels listen
     tunnel_ports = "20000-20999"     # "0" = any free port
     key_type = "rsa"                 # or "ed25519"
+    state_dir = "/var/lib/boruta"    # durable state (SQLite); unset: in memory
+    state_sync = "full"              # fsync policy: "full", "normal" or "off"
+    restart_grace = 60.0             # seconds restored workers wait for their dryads
+    purge_interval = 3600.0          # how often terminal requests past `retention` go
     ...
     [scheduler]                      # boruta.core.config.SchedulerConfig
     job_timeout = 3600.0
@@ -19,6 +23,7 @@ port); the server reports the real endpoints on its ready line.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +34,16 @@ from boruta.core.config import SchedulerConfig
 KEY_TYPES = {"rsa": "rsa", "ssh-rsa": "rsa", "ed25519": "ed25519", "ssh-ed25519": "ed25519"}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+STATE_SYNC = ("full", "normal", "off")
+MEMORY = ":memory:"               # state_dir for "keep nothing on disk", explicitly
+
+
+def default_state_dir() -> str:
+    """Where `boruta server` keeps its state when not told: $XDG_STATE_HOME/boruta,
+    else ~/.local/state/boruta."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "state")
+    return os.path.join(base, "boruta")
 
 
 class ConfigError(ValueError):
@@ -59,7 +74,10 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     log_file: str | None = None
-    state_dir: str | None = None               # durable state: not used yet
+    state_dir: str | None = None               # durable state (SQLite); None: in memory
+    state_sync: str = "full"                   # fsync policy: full | normal | off
+    restart_grace: float = 60.0                # restored workers wait this long for dryads
+    purge_interval: float = 3600.0             # seconds between purges of old history
     matcher: str | None = None                 # "compiled" | "reference" | None (auto)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
@@ -93,8 +111,21 @@ class ServerConfig:
             raise ConfigError(f"log_level: {self.log_level!r} (use one of {', '.join(LOG_LEVELS)})")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format: {self.log_format!r} (use text or json)")
+        if self.state_sync not in STATE_SYNC:
+            raise ConfigError(f"state_sync: {self.state_sync!r} (use full, normal or off)")
+        if self.restart_grace < 0:
+            raise ConfigError("restart_grace must not be negative")
+        if self.purge_interval <= 0:
+            raise ConfigError("purge_interval must be positive")
+        if self.state_dir is not None and not self.state_dir.strip():
+            raise ConfigError("state_dir must not be blank (leave it unset, or use :memory:)")
         if self.matcher not in (None, "compiled", "reference"):
             raise ConfigError(f"matcher: {self.matcher!r} (use compiled or reference)")
+
+    @property
+    def durable(self) -> bool:
+        """True when the server keeps its state in `state_dir`."""
+        return self.state_dir is not None and self.state_dir != MEMORY
 
     def replace(self, **changes: Any) -> "ServerConfig":
         return dataclasses.replace(self, **changes)
@@ -132,7 +163,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if key not in KEY_TYPES:
             raise ConfigError(f"key_type: {value!r} (use rsa or ed25519)")
         return KEY_TYPES[key]
-    if name in ("log_level", "log_format"):
+    if name in ("log_level", "log_format", "state_sync"):
         return str(value).strip().lower()
     if "None" in text and isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
         value = None

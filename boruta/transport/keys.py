@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -125,3 +126,38 @@ class KeyPool:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
+
+
+# -- the store's text form ---------------------------------------------------
+# A worker's key goes into the durable store as text and comes back as a
+# JobKey on restart. The text holds the private key: the store file is 0600.
+_KEY_FORMAT = 1
+
+
+def encode_key(key: object) -> str | None:
+    """JobKey -> text for the store (None stays None; text is taken as already encoded)."""
+    if key is None or isinstance(key, str):
+        return key
+    if not isinstance(key, JobKey):
+        raise TypeError(f"cannot store a {type(key).__name__} as a job key")
+    return json.dumps({"v": _KEY_FORMAT, "type": key.key_type, "public": key.public_openssh,
+                       "private": key.private_text}, separators=(",", ":"))
+
+
+def decode_key(text: object) -> JobKey | None:
+    """The store's text -> JobKey; None for None, and for text that is not a key of ours
+    (the worker then holds no usable key: its job cannot be resumed, a fresh prepare
+    makes a new one)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("v") != _KEY_FORMAT:
+        return None
+    key_type, public, private = doc.get("type"), doc.get("public"), doc.get("private")
+    if not (key_type in SSH_KEY_TYPES.values() and isinstance(public, str)
+            and isinstance(private, str)):
+        return None
+    return JobKey(key_type, public, private)

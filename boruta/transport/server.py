@@ -14,14 +14,30 @@ dryads, tunnels, parked replies, events, logs) and re-arm the one timer at
 `scheduler.next_timer()`. Keys are made in an executor and kept in a pool.
 Nothing a peer sends can stop the loop: every failure becomes an error
 reply with a stable code (docs/protocol.md).
+
+Durability (`state_dir`, boruta/store.py): a *turn* is every message that
+was already waiting on the sockets (up to TURN_MAX per socket), plus the
+timers and dryad completions of that loop iteration. Everything a turn
+sends (client replies, dryad replies, events) waits in an outbox; at the
+end of the turn one `_flush` commits the scheduler's changes in one
+transaction (group commit), and only then lets the outbox go. Commands to
+dryads wait for that commit too. If the commit fails (disk full), the
+turn's successful replies become `storage_failed` errors, nothing else
+leaves, and the changes are kept and committed with the next turn. On
+start the server restores the books from the store: requests, timers,
+workers (which wait `restart_grace` seconds for their dryads), jobs in
+progress (their tunnels reopen when their dryads are back) and the ID
+counter (docs/operations.md).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
+import os
 import signal
 import sys
 import time
@@ -37,19 +53,36 @@ import boruta
 from boruta.core import effects as fx
 from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceError,
                                 NotFoundError, WorkerNotAssignedError)
+from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import AccessInfo, ReqState, WorkerState, iso
+from boruta.store import Store, StoreError
 from boruta.transport import protocol as P
-from boruta.transport.config import ConfigError, ServerConfig, load_server_config
-from boruta.transport.keys import JobKey, KeyPool
+from boruta.transport.config import (ConfigError, ServerConfig, default_state_dir,
+                                     load_server_config)
+from boruta.transport.keys import JobKey, KeyPool, decode_key, encode_key
 from boruta.transport.logs import setup_logging
 from boruta.transport.tunnel import TunnelError, TunnelManager
 
 log = logging.getLogger("boruta.server")
 
 PARKED = object()            # a handler's answer: "the reply comes later"
-YIELD_EVERY = 64             # messages handled in a row before letting other tasks run
+TURN_MAX = 256               # messages of one socket handled in one turn (then a commit)
 ALL_BUT_WAIT = frozenset(s for s in ReqState if s is not ReqState.WAIT)
+NOT_AN_ACK = object()        # outbox entries that acknowledge nothing
+OUTBOX_HELD_MAX = 10000      # events and dryad messages held while the store fails
+STORAGE_RETRY = 1.0          # seconds between commit attempts while the store fails
+HISTORY_CHUNK = 5_000        # finished requests loaded per loop iteration after a restart
+ID_OPS = frozenset({"update_request", "close_request", "get_request_info", "acquire_worker",
+                    "prolong_access", "wait_request"})
+RESTART_REASON = "dryad did not come back after restart"
+
+
+class StorageFailedError(BorutaError):
+    """The change could not be made durable (disk full, I/O error): it was not acknowledged."""
+
+    code = "storage_failed"
+    default_message = "the server could not save its state"
 
 
 def send_now(sock: zmq.asyncio.Socket, frames: list[bytes]) -> bool:
@@ -105,6 +138,9 @@ class Stats:
     dryad_msgs: int = 0
     errors: int = 0
     events: int = 0
+    commits: int = 0
+    commit_seconds: float = 0.0
+    storage_failures: int = 0
     started: float = field(default_factory=time.time)
 
 
@@ -136,10 +172,30 @@ class Server:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._event_seq = 0
+        self._sent_event_seq = 0                        # ticks and hellos report this one
         self._healthchecks: set[str] = set()
         self._stop = asyncio.Event()
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Durable state (None: in memory, every send leaves at once).
+        self.store: Store | None = None
+        self.restored = False
+        self._outbox: list[tuple[zmq.asyncio.Socket, list[bytes], Any]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._unsaved: Changes | None = None            # a failed commit, retried next turn
+        self._unsaved_ports: dict[int, int | None] = {}
+        self._ports: dict[int, int | None] = {}         # tunnel ports opened/closed this turn
+        self._restored_ports: dict[int, int] = {}       # job ports before the restart
+        self._durable_waiters: list[asyncio.Future[None]] = []
+        self._restart_deadline: float | None = None     # monotonic end of restart_grace
+        self._grace_handle: asyncio.TimerHandle | None = None
+        self._link_waiters: dict[str, asyncio.Event] = {}
+        # After a restart the finished requests load in the background, from
+        # request ID `_history_after` on; list calls wait for them (frames kept).
+        self._history_after: int | None = None
+        self._history_task: asyncio.Task[Any] | None = None
+        self._after_history: list[list[bytes]] = []
         self._client_ops: dict[str, Callable[..., Any]] = {
             "ping": self._op_ping,
             "new_request": self._op_new_request,
@@ -172,12 +228,19 @@ class Server:
             fx.PutInMaintenance: self._fx_maintenance,
             fx.StartJob: self._fx_start_job,
             fx.FinishJob: self._fx_finish_job,
+            fx.ResumeJob: self._fx_resume_job,
         }
 
     # ================================================================== life cycle
     async def start(self) -> dict[str, str]:
-        """Bind every socket and start the loops; returns the endpoints actually bound."""
+        """Restore the state, bind every socket and start the loops; returns the endpoints.
+
+        Raises StoreError (clear message) when the state directory cannot be
+        used, ConfigError when an endpoint cannot be bound.
+        """
         self.loop = asyncio.get_running_loop()
+        if self.cfg.durable and self.store is None:
+            self.open_state()
         self.ctx = zmq.asyncio.Context()
         linger = int(self.cfg.shutdown_grace * 1000)
         hard_limit = self.cfg.max_frame_bytes * 16 + 4096
@@ -208,6 +271,9 @@ class Server:
             self.events_sock = make(zmq.XPUB, self.cfg.events, "events")
         except ConfigError:
             self.ctx.destroy(0)
+            if self.store is not None:
+                self.store.close()
+                self.store = None
             raise
         self.keys.start()
         self._loops = [
@@ -223,9 +289,238 @@ class Server:
         log.info("boruta server ready", extra={"fields": {
             "listen": self.endpoints["listen"], "dryad": self.endpoints["dryad"],
             "events": self.endpoints["events"], "matcher": self.sched.matcher_kind,
-            "key_type": self.cfg.key_type, "version": boruta.__version__}})
-        self._arm_timer()
+            "key_type": self.cfg.key_type, "version": boruta.__version__,
+            "state_dir": self.store.state_dir if self.store is not None else None}})
+        if self.restored:
+            waiting = self.sched.overdue_dryads()
+            if waiting:
+                self._restart_deadline = time.monotonic() + self.cfg.restart_grace
+                self._grace_handle = self.loop.call_later(self.cfg.restart_grace,
+                                                          self._restart_grace_over)
+        self._on_timer()          # timers that passed while the server was down fire now
+        if self._history_after is not None:
+            self._history_task = asyncio.create_task(self._load_history())
+        if self.restored:
+            self._spawn(self._check_state())
         return dict(self.endpoints)
+
+    # ================================================================== durable state
+    def open_state(self) -> None:
+        """Open the store in `state_dir` and restore the books from it (StoreError if unusable)."""
+        assert self.cfg.state_dir is not None
+        state_dir = os.path.expanduser(self.cfg.state_dir)
+        started = time.monotonic()
+        store = Store(state_dir, self.cfg.state_sync.upper(), lock=True)
+        # A big restore creates millions of objects at once: with the collector on,
+        # its full passes over them would double the time. They all live on, so
+        # afterwards they are frozen out of its way (gc.freeze).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            if not store.is_empty():
+                # The live requests first; the finished ones (the history, possibly
+                # millions) follow in the background once the server answers again.
+                snapshot = store.load(history=False)
+                for record in snapshot.workers:
+                    record["key"] = decode_key(record["key"])
+                try:
+                    sched = Scheduler.restore(snapshot, config=self.cfg.scheduler,
+                                              matcher=self.cfg.matcher)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise StoreError(f"state database {store.path} holds a record this server "
+                                     f"cannot restore ({type(exc).__name__}: {exc}); restore a "
+                                     "dump into an empty state directory") from None
+                self.sched = sched
+                self._restored_ports = store.tunnel_ports()
+                self.restored = True
+                self._history_after = 0
+                counts = sched.counts()
+                log.info("state restored", extra={"fields": {
+                    "state_dir": state_dir, "requests": counts["requests"],
+                    "workers": counts["workers"], "ready": counts["ready"],
+                    "seconds": round(time.monotonic() - started, 3)}})
+        except BaseException:
+            store.close()
+            raise
+        finally:
+            if collecting:
+                gc.freeze()
+                gc.enable()
+        self.store = store
+
+    async def _check_state(self) -> None:
+        """Read every page of the restored database once, off the loop (SQLite works
+        without the GIL), so that damage the start-up reads did not touch is reported."""
+        assert self.store is not None
+        path = self.store.state_dir
+
+        def check() -> None:
+            reader = Store(path, readonly=True)
+            try:
+                reader.check()
+            finally:
+                reader.close()
+        try:
+            await asyncio.to_thread(check)
+        except StoreError as exc:
+            log.error("the state database is damaged; the server goes on with what it "
+                      "loaded, but stop it soon and restore a dump: %s", exc)
+
+    async def _load_history(self) -> None:
+        """Finished requests from the store into the books, a chunk per loop iteration."""
+        assert self.store is not None
+        started = time.monotonic()
+        loaded = 0
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            while self._history_after is not None:
+                records = self.store.history(self._history_after, HISTORY_CHUNK)
+                if not records:
+                    break
+                self._history_after = records[-1]["id"]
+                loaded += self.sched.add_history(records)
+                await asyncio.sleep(0)
+        except StoreError as exc:
+            log.error("cannot load the history of finished requests: %s", exc)
+        finally:
+            if collecting:
+                gc.freeze()
+                gc.enable()
+            self._history_after = None
+            self._history_task = None
+        log.info("history loaded", extra={"fields": {
+            "requests": loaded, "seconds": round(time.monotonic() - started, 3)}})
+        waiting, self._after_history = self._after_history, []
+        for frames in waiting:
+            self._on_client(frames)
+
+    def _history_lookup(self, req_id: Any) -> None:
+        """While the history loads: a request named by a call is fetched at once."""
+        if (self._history_after is None or self.store is None or not isinstance(req_id, int)
+                or isinstance(req_id, bool) or req_id <= self._history_after
+                or self.sched.has_request(req_id)):
+            return
+        record = self.store.load_request(req_id)
+        if record is not None:
+            self.sched.add_history([record])
+
+    def _restart_grace_over(self) -> None:
+        """Restored workers whose dryads stayed away: FAILED (their jobs too)."""
+        self._grace_handle = None
+        self._restart_deadline = None
+        overdue = self.sched.overdue_dryads()
+        for uuid in overdue:
+            try:
+                self.sched.set_fail(uuid, RESTART_REASON)
+            except (InMaintenanceError, NotFoundError):
+                pass
+        if overdue:
+            log.warning("dryads did not come back after restart", extra={"fields": {
+                "workers": len(overdue), "grace": self.cfg.restart_grace}})
+        for event in self._link_waiters.values():
+            event.set()
+        self._link_waiters.clear()
+        self._after_turn()
+
+    def _send(self, sock: zmq.asyncio.Socket | None, frames: list[bytes],
+              ack: Any = NOT_AN_ACK) -> None:
+        """Send now (in memory), or at the end of the turn once its changes are durable.
+
+        `ack`: the message ID when `frames` is a success reply (it becomes a
+        `storage_failed` error if the commit fails).
+        """
+        assert sock is not None
+        if self.store is None:
+            send_now(sock, frames)
+            return
+        self._outbox.append((sock, frames, ack))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None and self.store is not None and self.loop is not None:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """End of a turn: commit what it changed, then let its messages go."""
+        self._flush_handle = None
+        store = self.store
+        if store is None:
+            return
+        changes = self.sched.drain_changes()
+        for record in changes.workers:
+            record["key"] = encode_key(record["key"])
+        ports, self._ports = self._ports, {}
+        if self._unsaved is not None:
+            changes = _merge_changes(self._unsaved, changes)
+            ports = {**self._unsaved_ports, **ports}
+        outbox, self._outbox = self._outbox, []
+        if changes or ports:
+            started = time.perf_counter()
+            try:
+                store.commit(changes, ports)
+            except Exception as exc:   # sqlite3.Error, OSError: disk full, I/O error...
+                self._commit_failed(changes, ports, outbox, exc)
+                return
+            self.stats.commits += 1
+            self.stats.commit_seconds += time.perf_counter() - started
+            if self._unsaved is not None:
+                log.warning("state saved again after storage failures",
+                            extra={"fields": {"failures": self.stats.storage_failures}})
+            self._unsaved, self._unsaved_ports = None, {}
+        for sock, frames, _ in outbox:
+            send_now(sock, frames)
+        self._sent_event_seq = self._event_seq
+        waiters, self._durable_waiters = self._durable_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _commit_failed(self, changes: Changes, ports: dict[int, int | None],
+                       outbox: list[tuple[zmq.asyncio.Socket, list[bytes], Any]],
+                       exc: Exception) -> None:
+        self.stats.storage_failures += 1
+        self._unsaved, self._unsaved_ports = changes, ports
+        if self.stats.storage_failures == 1 or self.stats.storage_failures % 100 == 0:
+            log.error("cannot save the state: changes are not acknowledged", extra={"fields": {
+                "error": f"{type(exc).__name__}: {exc}", "failures": self.stats.storage_failures}})
+        error = StorageFailedError(f"the server could not save its state ({exc}); the change "
+                                   "was not acknowledged: check with a read before retrying")
+        held = []
+        for sock, frames, ack in outbox:
+            if ack is not NOT_AN_ACK:
+                send_now(sock, [*frames[:-1], P.error_frame(ack, error)])
+            elif sock is self.client_sock:
+                send_now(sock, frames)              # an error reply acknowledges nothing
+            else:
+                held.append((sock, frames, ack))    # events, dryad replies: after the save
+        self._outbox = held[-OUTBOX_HELD_MAX:] + self._outbox
+        if self._retry_handle is None and self.loop is not None and not self._stopping:
+            self._retry_handle = self.loop.call_later(STORAGE_RETRY, self._retry_flush)
+
+    def _retry_flush(self) -> None:
+        self._retry_handle = None
+        if self._unsaved is not None or self._outbox:
+            self._schedule_flush()
+
+    def flush_now(self) -> None:
+        """Commit and send at once (shutdown)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
+    async def _durable(self) -> None:
+        """Wait until every change made so far is committed (commands to dryads wait so)."""
+        if self.store is None or (self._flush_handle is None and self._unsaved is None):
+            return
+        assert self.loop is not None
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._durable_waiters.append(fut)
+        self._schedule_flush()
+        try:
+            await asyncio.wait_for(fut, self.cfg.dryad_reply_timeout)
+        except asyncio.TimeoutError:
+            raise P.DryadError("the server could not save its state; command not sent") from None
 
     def ready_line(self) -> str:
         return ("boruta server ready listen={listen} dryad={dryad} events={events}"
@@ -242,10 +537,16 @@ class Server:
     async def close(self) -> None:
         """Drain: refuse nothing half-done, answer every parked call, close everything."""
         self._stopping = True
+        if self._grace_handle is not None:
+            self._grace_handle.cancel()
         client_loop, dryad_loop, events_loop, housekeeping = self._loops
-        for task in (client_loop, housekeeping):          # no new client calls from here on
-            task.cancel()
-        await asyncio.gather(client_loop, housekeeping, return_exceptions=True)
+        history = self._history_task
+        for task in (client_loop, housekeeping, history):  # no new client calls from here on
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(client_loop, housekeeping, *([history] if history else []),
+                             return_exceptions=True)
+        self._after_history.clear()
         for req_id in list(self.parked):
             for p in list(self.parked.get(req_id, ())):
                 self._answer(p, error=P.ShuttingDownError())
@@ -260,13 +561,23 @@ class Server:
         await asyncio.gather(dryad_loop, events_loop, *self._tasks, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
+        if self.store is not None:
+            if self._retry_handle is not None:
+                self._retry_handle.cancel()
+            self.flush_now()                      # the last turn's changes and replies
         self.tunnels.close_all()
         self.keys.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.ctx is not None:
             self.ctx.destroy(linger=int(self.cfg.shutdown_grace * 1000))
-        log.info("stopped", extra={"fields": {"client_msgs": self.stats.client_msgs,
-                                               "dryad_msgs": self.stats.dryad_msgs}})
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        commits = self.stats.commits
+        log.info("stopped", extra={"fields": {
+            "client_msgs": self.stats.client_msgs, "dryad_msgs": self.stats.dryad_msgs,
+            "commits": commits, "commit_ms_avg": round(1000 * self.stats.commit_seconds
+                                                       / commits, 3) if commits else None}})
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
@@ -276,21 +587,28 @@ class Server:
 
     async def _recv_loop(self, sock: zmq.asyncio.Socket, handler: Callable[[list[Any]], None],
                          copy: bool) -> None:
-        count = 0
+        """One turn: the first message (awaited), then those already waiting, up to TURN_MAX;
+        then the loop runs the rest of its iteration (the turn's flush among it)."""
         while True:
             frames = await sock.recv_multipart(copy=copy)
-            try:
-                handler(frames)
-            except Exception:  # a bug must not take the server down
-                log.exception("unexpected error while handling a message")
-            count += 1
-            if count >= YIELD_EVERY:
-                count = 0
-                await asyncio.sleep(0)
+            handled = 0
+            while True:
+                try:
+                    handler(frames)
+                except Exception:  # a bug must not take the server down
+                    log.exception("unexpected error while handling a message")
+                handled += 1
+                if handled >= TURN_MAX:
+                    break
+                try:
+                    frames = sock.recv_multipart(flags=zmq.NOBLOCK, copy=copy).result()
+                except zmq.Again:
+                    break
+            await asyncio.sleep(0)
 
     # ================================================================== turns
     def _after_turn(self) -> None:
-        """Carry out the scheduler's effects, then re-arm its timer."""
+        """Carry out the scheduler's effects, then re-arm its timer (and commit at turn end)."""
         while True:
             effects = self.sched.drain_effects()
             if not effects:
@@ -301,6 +619,7 @@ class Server:
                 except Exception:
                     log.exception("failed to carry out %r", effect)
         self._arm_timer()
+        self._schedule_flush()
 
     def _arm_timer(self) -> None:
         when = self.sched.next_timer()
@@ -380,6 +699,12 @@ class Server:
                 hint = " (a dryad operation: use the dryad endpoint)" if env.op in P.DRYAD_OPS else ""
                 raise P.UnknownOperationError(f"unknown operation {env.op!r}{hint}")
             args = op.check(env.args)
+            if self._history_after is not None:
+                if env.op == "list_requests":
+                    self._after_history.append(frames)     # answered once all is loaded
+                    return
+                if env.op in ID_OPS:
+                    self._history_lookup(args.get("id"))
             result = self._client_ops[env.op](route, msg_id, args)
         except BorutaError as exc:
             self.stats.errors += 1
@@ -390,12 +715,13 @@ class Server:
             self._reply(route, P.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
         else:
             if result is not PARKED:
-                self._reply(route, P.ok_frame(msg_id, result))
+                self._reply(route, P.ok_frame(msg_id, result), msg_id)
         self._after_turn()
 
-    def _reply(self, route: tuple[bytes, tuple[bytes, ...]], frame: bytes) -> None:
-        assert self.client_sock is not None
-        send_now(self.client_sock, [route[0], *route[1], frame])
+    def _reply(self, route: tuple[bytes, tuple[bytes, ...]], frame: bytes,
+               ack: Any = NOT_AN_ACK) -> None:
+        """A reply to a client; `ack` (its message ID) for a success reply."""
+        self._send(self.client_sock, [route[0], *route[1], frame], ack)
 
     # ------------------------------------------------------------------ Requests
     def _op_ping(self, route: Any, msg_id: Any, args: dict[str, Any]) -> Any:
@@ -482,9 +808,10 @@ class Server:
         self.parked_count -= 1
         if parked.timer is not None:
             parked.timer.cancel()
-        frame = (P.error_frame(parked.msg_id, error) if error is not None
-                 else P.ok_frame(parked.msg_id, result))
-        self._reply(parked.route, frame)
+        if error is not None:
+            self._reply(parked.route, P.error_frame(parked.msg_id, error))
+        else:
+            self._reply(parked.route, P.ok_frame(parked.msg_id, result), parked.msg_id)
 
     def _expire(self, parked: Parked) -> None:
         parked.timer = None
@@ -548,7 +875,7 @@ class Server:
                 self._reply(reply_to[0], P.error_frame(reply_to[1], P.DryadError(reason)))
         else:
             if reply_to is not None:
-                self._reply(reply_to[0], P.ok_frame(reply_to[1], None))
+                self._reply(reply_to[0], P.ok_frame(reply_to[1], None), reply_to[1])
         finally:
             self._healthchecks.discard(uuid)
 
@@ -557,14 +884,15 @@ class Server:
         self.stats.dryad_msgs += 1
         identity = frames[0].bytes
         if len(frames) != 2:
-            self._send_dryad(identity, P.error_frame(None, P.BadFrameError(
+            self._reply_dryad(identity, P.error_frame(None, P.BadFrameError(
                 f"expected one frame per message, got {len(frames) - 1}")))
             return
         frame = frames[1]
         payload = frame.bytes
         if not self._allow(identity):
-            self._send_dryad(identity, P.error_frame(self._peek_id(payload, 4096), P.RateLimitedError(
-                f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
+            self._reply_dryad(identity, P.error_frame(
+                self._peek_id(payload, 4096), P.RateLimitedError(
+                    f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
             return
         uuid = self.identities.get(identity)
         if uuid is not None:
@@ -585,16 +913,22 @@ class Server:
             result = self._dryad_ops[env.op](identity, frame, args)
         except BorutaError as exc:
             self.stats.errors += 1
-            self._send_dryad(identity, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
+            self._reply_dryad(identity, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
         except Exception as exc:
             self.stats.errors += 1
             log.exception("internal error in a dryad call")
-            self._send_dryad(identity, P.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
+            self._reply_dryad(identity, P.error_frame(
+                msg_id, ("internal", f"internal server error: {exc}")))
         else:
-            self._send_dryad(identity, P.ok_frame(msg_id, result))
+            self._reply_dryad(identity, P.ok_frame(msg_id, result))
         self._after_turn()
 
+    def _reply_dryad(self, identity: bytes, frame: bytes) -> None:
+        """A reply to a dryad: leaves with the turn's other messages, after its commit."""
+        self._send(self.dryad_sock, [identity, frame])
+
     def _send_dryad(self, identity: bytes, frame: bytes) -> bool:
+        """A command to a dryad, at once (callers first wait for `_durable`)."""
         assert self.dryad_sock is not None
         return send_now(self.dryad_sock, [identity, frame])
 
@@ -616,6 +950,9 @@ class Server:
         self.links[uuid] = DryadLink(uuid, identity, peer_ip, time.monotonic())
         self.identities[identity] = uuid
         self.deregistered.pop(identity, None)
+        waiter = self._link_waiters.pop(uuid, None)
+        if waiter is not None:
+            waiter.set()
         log.info("dryad registered", extra={"fields": {
             "worker_uuid": uuid, "dryad_address": dryad_address, "ssh_address": ssh_address,
             "peer": peer_ip}})
@@ -646,7 +983,18 @@ class Server:
 
     # ------------------------------------------------------------------ commands to dryads
     async def _command(self, uuid: str, op: str, args: dict[str, Any]) -> Any:
-        """Send `op` to the worker's dryad and await its reply (DryadError on any failure)."""
+        """Send `op` to the worker's dryad and await its reply (DryadError on any failure).
+
+        The command leaves once the state that called for it is durable. Just
+        after a restart, a dryad not yet back is waited for (`restart_grace`).
+        """
+        if uuid not in self.links and self._restart_deadline is not None:
+            left = self._restart_deadline - time.monotonic()
+            if left > 0:
+                waiter = self._link_waiters.setdefault(uuid, asyncio.Event())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), left)
+        await self._durable()
         link = self.links.get(uuid)
         if link is None:
             raise P.DryadError(f"dryad of worker {uuid} is not connected")
@@ -746,18 +1094,64 @@ class Server:
             self.sched.job_start_failed(e.req_id, f"cannot open tunnel: {exc}")
             return
         job = Job(e.req_id, e.worker_uuid, access.username, key, tunnel.port)
-        self.jobs[e.req_id] = job
+        self._job_opened(job)
         log.info("job started", extra={"fields": {
             "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": tunnel.port,
             "ssh_address": access.ssh_address, "username": access.username}})
+        self._answer_acquires(job)
+
+    def _job_opened(self, job: Job) -> None:
+        self.jobs[job.req_id] = job
+        if self.store is not None:
+            self._ports[job.req_id] = job.port
+
+    def _answer_acquires(self, job: Job) -> None:
         doc = self._access_doc(job)
-        for parked in list(self.parked.get(e.req_id, ())):
+        for parked in list(self.parked.get(job.req_id, ())):
             if parked.kind == "acquire":
                 self._answer(parked, result=doc)
+
+    def _fx_resume_job(self, e: fx.ResumeJob) -> None:
+        """After a restart the job's dryad is back: reopen the tunnel, on its old port if free."""
+        try:
+            access = self.sched.acquire_worker(e.req_id)
+        except BorutaError:
+            return                                   # the request has moved on already
+        if access.worker_uuid != e.worker_uuid or e.req_id in self.jobs:
+            return
+        old_port = self._restored_ports.pop(e.req_id, None)
+        key = access.key
+        try:
+            if not isinstance(key, JobKey):
+                raise TunnelError("the worker's job key was not kept")
+            if not access.ssh_address:
+                raise TunnelError("the worker has no ssh address")
+            dest = P.split_host_port(access.ssh_address)
+            tunnel = self.tunnels.open(e.req_id, dest, prefer=old_port)
+        except (TunnelError, ValueError) as exc:
+            log.warning("job resume failed", extra={"fields": {
+                "req_id": e.req_id, "worker_uuid": e.worker_uuid, "reason": str(exc)}})
+            self.sched.job_start_failed(e.req_id, f"cannot reopen tunnel after restart: {exc}")
+            return
+        job = Job(e.req_id, e.worker_uuid, access.username, key, tunnel.port)
+        self._job_opened(job)
+        moved = tunnel.port != old_port
+        log.info("job resumed", extra={"fields": {
+            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": tunnel.port,
+            "old_port": old_port, "moved": moved}})
+        reason = "reopened on a new port after restart" if moved else "reopened after restart"
+        self._publish(P.request_topic(e.req_id), {
+            "kind": "tunnel", "id": e.req_id, "at": iso_now(), "reason": reason,
+            "worker_uuid": e.worker_uuid, "address": f"{self.cfg.public_host}:{tunnel.port}",
+            "port": tunnel.port, "old_port": old_port, "moved": moved})
+        self._answer_acquires(job)
 
     def _fx_finish_job(self, e: fx.FinishJob) -> None:
         job = self.jobs.pop(e.req_id, None)      # the key is forgotten with the job
         closed = self.tunnels.close(e.req_id)
+        self._restored_ports.pop(e.req_id, None)
+        if self.store is not None:
+            self._ports[e.req_id] = None
         if job is not None or closed:
             log.info("job finished", extra={"fields": {"req_id": e.req_id,
                                                         "worker_uuid": e.worker_uuid}})
@@ -801,7 +1195,9 @@ class Server:
         self.stats.events += 1
         doc["seq"] = self._event_seq
         if self.events_sock is not None and not self._stopping:
-            send_now(self.events_sock, [topic, P.pack(doc)])
+            self._send(self.events_sock, [topic, P.pack(doc)])
+            if self.store is None:
+                self._sent_event_seq = self._event_seq
 
     def _on_subscription(self, frames: list[bytes]) -> None:
         """XPUB: a subscription to hello/<nonce>/ is answered on that topic (subscriber sync)."""
@@ -809,7 +1205,7 @@ class Server:
         if data[:1] == b"\x01" and data[1:].startswith(P.TOPIC_HELLO.encode()):
             assert self.events_sock is not None
             send_now(self.events_sock, [data[1:], P.pack({
-                "kind": "hello", "seq": self._event_seq, "at": iso_now(),
+                "kind": "hello", "seq": self._sent_event_seq, "at": iso_now(),
                 "heartbeat_interval": self.cfg.heartbeat_interval})])
 
     # ================================================================== housekeeping
@@ -829,7 +1225,7 @@ class Server:
                     last_tick = now
                     if self.events_sock is not None:
                         send_now(self.events_sock, [P.TOPIC_TICK.encode(), P.pack({
-                            "kind": "tick", "seq": self._event_seq, "at": iso_now(),
+                            "kind": "tick", "seq": self._sent_event_seq, "at": iso_now(),
                             "heartbeat_interval": interval})])
                     for ident in [i for i, b in self._buckets.items() if now - b.at > 60]:
                         del self._buckets[ident]
@@ -837,7 +1233,7 @@ class Server:
                 if hc and now - last_health >= hc:
                     last_health = now
                     self._periodic_healthchecks()
-                if now - last_purge >= 3600:
+                if now - last_purge >= self.cfg.purge_interval and self._history_after is None:
                     last_purge = now
                     purged = self.sched.purge_history()
                     if purged:
@@ -870,6 +1266,30 @@ def iso_now() -> str:
     return iso(datetime.now(timezone.utc)) or ""
 
 
+def _merge_changes(old: Changes, new: Changes) -> Changes:
+    """Changes not yet committed (a failed commit), then a later turn's: one set of changes.
+
+    Records are whole rows, so the later one of a record wins. The store
+    applies deletions before upserts: a worker removed later is dropped from
+    the upserts; one removed earlier and registered again is deleted and
+    written back.
+    """
+    requests = {r["id"]: r for r in old.requests}
+    for req_id in new.purged_requests:
+        requests.pop(req_id, None)
+    requests.update((r["id"], r) for r in new.requests)
+    workers = {w["uuid"]: w for w in old.workers}
+    for uuid in new.removed_workers:
+        workers.pop(uuid, None)
+    workers.update((w["uuid"], w) for w in new.workers)
+    return Changes(
+        requests=list(requests.values()), workers=list(workers.values()),
+        removed_workers=old.removed_workers + new.removed_workers,
+        purged_requests=old.purged_requests + new.purged_requests,
+        last_id=new.last_id if new.last_id is not None else old.last_id,
+        last_seq=new.last_seq if new.last_seq is not None else old.last_seq)
+
+
 # ====================================================================== entry points
 async def serve(config: ServerConfig, ready: Callable[[Server], None] | None = None) -> int:
     """Run a server until SIGTERM/SIGINT (or `server.request_stop()`); returns 0."""
@@ -892,9 +1312,17 @@ async def serve(config: ServerConfig, ready: Callable[[Server], None] | None = N
     return 0
 
 
-def run_server(config: ServerConfig) -> int:
-    """Blocking: logging as configured, uvloop when installed, serve until stopped."""
+def run_server(config: ServerConfig, use_default_state_dir: bool = True) -> int:
+    """Blocking: logging as configured, uvloop when installed, serve until stopped.
+
+    `boruta server` keeps its state in `default_state_dir()` unless the
+    configuration names a state directory (or `:memory:`);
+    `python -m boruta.transport.server` (tests, development) keeps it in
+    memory unless told.
+    """
     setup_logging(config.log_level, config.log_format, config.log_file)
+    if config.state_dir is None and use_default_state_dir:
+        config = config.replace(state_dir=default_state_dir())
     try:
         import uvloop
     except ImportError:
@@ -906,6 +1334,9 @@ def run_server(config: ServerConfig) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -931,7 +1362,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"boruta server: {exc}", file=sys.stderr)
         return 2
-    return run_server(config)
+    return run_server(config, use_default_state_dir=False)
 
 
 if __name__ == "__main__":
