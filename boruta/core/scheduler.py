@@ -400,21 +400,26 @@ class Scheduler:
                       paginator: Paginator | None = None) -> tuple[list[ReqInfo], ListInfo]:
         """Upstream's ListRequests: filter, sort, page (SPEC B2.8-2.9)."""
         self.advance()
-        key, descending = sort_key(sorter, REQUEST_SORT_KEYS)
-        limit = page_limit(paginator)
         border_id = 0 if paginator is None else paginator.id
         check_int(border_id, "paginator ID")
-        border_req = None
+        return self._list(self._requests, border_id, "request", filter, sorter, paginator,
+                          REQUEST_SORT_KEYS)
+
+    def _list(self, book: Mapping[Any, Any], border_id: Any, kind: str, filter: Any,
+              sorter: SortInfo | None, paginator: Paginator | None,
+              table: dict[str, Any]) -> tuple[list[Any], ListInfo]:
+        """One listing algorithm for both books; the border joins the candidates."""
+        key, descending = sort_key(sorter, table)
+        limit = page_limit(paginator)
+        border = None
         if border_id:
-            found = self._requests.get(border_id)
+            found = book.get(border_id)
             if found is None:
-                raise NotFoundError("request")
-            border_req = found.info()
-        infos = self._filtered(self._requests.values(), filter)
-        border_matches = border_req is None or filter is None or filter.match(border_req)
-        if border_req is not None and border_matches:
-            border_req = next(r for r in infos if r.id == border_id)
-        return paginate(infos, border_req, border_matches, filter is not None, key, descending,
+                raise NotFoundError(kind)          # lowercase, as upstream (SPEC B11.3-10)
+            border = found.info()
+        infos = self._filtered(book.values(), filter)
+        border_matches = border is None or filter is None or filter.match(border)
+        return paginate(infos, border, border_matches, filter is not None, key, descending,
                         paginator is not None and paginator.backward, limit)
 
     @staticmethod
@@ -495,24 +500,13 @@ class Scheduler:
 
     def list_workers(self, filter: WorkerFilter | None = None, sorter: SortInfo | None = None,
                      paginator: Paginator | None = None) -> tuple[list[WorkerInfo], ListInfo]:
+        """Upstream's ListWorkers: filter, sort, page (SPEC B3.8)."""
         self.advance()
-        key, descending = sort_key(sorter, WORKER_SORT_KEYS)
-        limit = page_limit(paginator)
         border_uuid = "" if paginator is None or paginator.id == 0 else paginator.id
         if not isinstance(border_uuid, str):
             raise BadArgumentError("paginator ID must be a worker UUID")
-        border = None
-        if border_uuid:
-            found = self._workers.get(border_uuid)
-            if found is None:
-                raise NotFoundError("worker")
-            border = found.info()
-        infos = self._filtered(self._workers.values(), filter)
-        border_matches = border is None or filter is None or filter.match(border)
-        if border is not None and border_matches:
-            border = next(w for w in infos if w.worker_uuid == border_uuid)
-        return paginate(infos, border, border_matches, filter is not None, key, descending,
-                        paginator is not None and paginator.backward, limit)
+        return self._list(self._workers, border_uuid, "worker", filter, sorter, paginator,
+                          WORKER_SORT_KEYS)
 
     def set_state(self, uuid: str, state: WorkerState | str) -> None:
         """Admin: IDLE (from MAINTENANCE, via PREPARE) or MAINTENANCE (via BUSY) (SPEC B3.4)."""
