@@ -122,7 +122,10 @@ class Scheduler:
         # Op numbers are unique across workers and registrations, so a late answer
         # to a deregistered worker's operation never matches its successor's (B3.10).
         self._ops = itertools.count(1)
+        # Requests share their caps and owner-groups tuples: a million requests
+        # have a few thousand distinct ones (memory: S4).
         self._caps_pool: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+        self._groups_pool: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._now = self.clock.now()
         # What changed since the last drain_changes(), for the durable store.
         self._dirty_requests: set[int] = set()
@@ -260,6 +263,7 @@ class Scheduler:
         wanted = check_caps(caps)
         check_int(priority, "priority")
         groups = self._owner_groups(owner)
+        groups = self._groups_pool.setdefault(groups, groups)
         valid_ts = self._optional_ts(valid_after, "valid_after")
         deadline_ts = self._optional_ts(deadline, "deadline")
         if deadline_ts is not None and deadline_ts < now:
@@ -769,7 +773,9 @@ class Scheduler:
                 interned = caps_of[id(caps)] = pool.setdefault(items, items)
             group_tuple = groups_of.get(id(groups))
             if group_tuple is None:
-                group_tuple = groups_of[id(groups)] = tuple(groups)
+                group_tuple = tuple(groups)
+                group_tuple = groups_of[id(groups)] = self._groups_pool.setdefault(group_tuple,
+                                                                                   group_tuple)
             req = _Request(rec["id"], rec["priority"], group_tuple, interned,
                            rec["valid_after"], rec["deadline"], rec["seq"])
             req.state = states[rec["state"]]
