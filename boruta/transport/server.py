@@ -1213,11 +1213,18 @@ class Server:
         interval = self.cfg.heartbeat_interval
         step = min(interval / 2, 1.0)
         last_tick = last_health = last_purge = time.monotonic()
+        limit = interval * self.cfg.heartbeat_liveness
         while True:
-            await asyncio.sleep(step)
+            # Wake at the earliest liveness deadline, not just every `step`: a dryad
+            # that dies right after a heartbeat is FAILED liveness x interval later,
+            # not up to a step after that.
+            earliest = min((link.last_seen for link in self.links.values()), default=None)
+            wait = step
+            if earliest is not None:
+                wait = min(step, max(0.0, earliest + limit - time.monotonic()) + 0.001)
+            await asyncio.sleep(wait)
             now = time.monotonic()
             try:
-                limit = interval * self.cfg.heartbeat_liveness
                 for uuid, link in list(self.links.items()):
                     if now - link.last_seen > limit:
                         self._dryad_lost(uuid, f"no message for {now - link.last_seen:.1f}s")
