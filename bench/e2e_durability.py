@@ -1,0 +1,510 @@
+"""End-to-end benchmark of durable state: what group commit costs, how fast a restart is.
+
+    python -m bench.e2e_durability                 # both parts (~2 minutes)
+    python -m bench.e2e_durability --quick         # small sizes (~40 s)
+    python -m bench.e2e_durability --only s5       # or: restart
+    python -m bench.e2e_durability --markdown      # the table as Markdown (docs/operations.md)
+    python -m bench.e2e_durability --json out.json # raw figures too
+
+1. S5 NewRequest: a real server process on loopback, `--drivers` client
+   processes with `--threads` blocking clients each, calling NewRequest in a
+   loop for `--duration` seconds (simulated dryads registered, so the
+   requests are satisfiable; they stay WAITING). Calls/s and latency median
+   and p99, with durability off (state in memory) and on (`state_sync` full,
+   then normal), in the same run: each of `--rounds` rounds runs every mode
+   back to back (in alternating order), so that the machine's drift hits
+   every mode alike. Figures are medians over the rounds; the figure of
+   merit is the median of the per-round ratios on/off.
+2. Restart: a state directory with `--stored` requests (`--waiting` of them
+   WAITING, the rest finished recently, so not purged) and `--workers`
+   workers, built directly with the Store (executemany); then the time from
+   starting the server process to its first successful answer (ping). For
+   comparison: the same with an empty state directory (the process's own
+   start-up), and, in this process, Store.load() and Scheduler.restore()
+   on their own.
+
+A benchmark never fails for being slow; the table says whether each target
+was met.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT = {"drivers": 4, "threads": 2, "duration": 4.0, "rounds": 3, "stored": 1_000_000,
+           "waiting": 100_000, "workers": 1000, "dryads": 20}
+QUICK = {"drivers": 3, "threads": 2, "duration": 3.0, "rounds": 1, "stored": 200_000,
+         "waiting": 20_000, "workers": 200, "dryads": 10}
+S5_CAPS = {"device_type": "bench-s5"}
+MODES = {"off (memory)": None, "on, state_sync=full": "full", "on, state_sync=normal": "normal"}
+
+SERVER_BASE = {
+    "tunnel_host": "127.0.0.1", "public_host": "127.0.0.1", "tunnel_ports": "0",
+    "healthcheck_interval": 0, "heartbeat_interval": 1.0, "heartbeat_liveness": 5,
+    "log_level": "warning", "shutdown_grace": 0.5, "key_type": "ed25519",
+    "peer_rate": 1e6, "peer_burst": 1000000,
+}
+
+
+# =========================================================================== processes
+
+def child_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Child:
+    """A child process whose stdout lines are read on a thread."""
+
+    def __init__(self, cmd: list[str], log: Path, stdin: bool = False) -> None:
+        self.started = time.perf_counter()
+        self.log_path = log
+        self.log_file = open(log, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True,
+                                     cwd=ROOT, env=child_env(),
+                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, prefix: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            if line is None or (line == "" and time.monotonic() >= deadline):
+                self.kill()
+                raise RuntimeError(f"{self.proc.args[:4]} gave no {prefix!r} line; "
+                                   f"see {self.log_path}")
+            if line.startswith(prefix):
+                return line
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log_file.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def server_cmd(endpoints: dict[str, str], **settings: Any) -> list[str]:
+    cmd = [sys.executable, "-m", "boruta.transport.server"]
+    for key, value in {**SERVER_BASE, **endpoints, **settings}.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
+def loopback_endpoints() -> dict[str, str]:
+    return {name: f"tcp://127.0.0.1:{free_port()}" for name in ("listen", "dryad_listen", "events")}
+
+
+# =========================================================================== S5 NewRequest
+
+def drive(spec: dict[str, Any]) -> None:
+    """A driver process: `threads` clients calling NewRequest from a common start time."""
+    from boruta.transport.client import Client
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())
+    stop_at = start + spec["duration"]
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = {"n": 0, "first": None}
+
+    def loop(index: int) -> None:
+        rng = random.Random(f"{spec['seed']}:{index}")
+        client = Client(spec["listen"], timeout=30)
+        mine: list[float] = []
+        while time.time() < start:
+            time.sleep(0.002)
+        while time.time() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                client.new_request(S5_CAPS, rng.randint(1, 16))
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                with lock:
+                    errors["n"] += 1
+                    errors["first"] = errors["first"] or f"{type(exc).__name__}: {exc}"
+                continue
+            mine.append(time.perf_counter() - t0)
+        client.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(spec["threads"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps({"latencies": latencies, "errors": errors["n"],
+                      "first_error": errors["first"]}), flush=True)
+
+
+def s5_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
+             round_no: int) -> dict[str, Any]:
+    state = tmp / f"s5-{round_no}-{sync or 'memory'}"
+    for attempt in range(3):             # a free port picked may be taken before the bind
+        endpoints = loopback_endpoints()
+        settings: dict[str, Any] = {}
+        if sync is not None:
+            shutil.rmtree(state, ignore_errors=True)
+            settings = {"state_dir": state, "state_sync": sync}
+        server = Child(server_cmd(endpoints, **settings),
+                       tmp / f"s5-server-{round_no}-{sync}-{attempt}.log")
+        try:
+            server.expect("boruta server ready", 30)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    dryads = Child([sys.executable, "-m", "boruta.transport.simdryad", "--count",
+                    str(opts["dryads"]), "--server", endpoints["dryad_listen"], "--caps",
+                    f"device_type={S5_CAPS['device_type']}"], tmp / "s5-dryads.log")
+    drivers: list[Child] = []
+    try:
+        dryads.expect("simdryad ready", 60)
+        for d in range(opts["drivers"]):
+            spec = {"listen": endpoints["listen"], "threads": opts["threads"],
+                    "duration": opts["duration"], "seed": f"{round_no}:{d}"}
+            drivers.append(Child([sys.executable, "-m", "bench.e2e_durability", "--_drive",
+                                  json.dumps(spec)], tmp / f"s5-driver-{d}.log", stdin=True))
+        for drv in drivers:
+            drv.expect("ready", 60)
+        start = time.time() + 0.5
+        for drv in drivers:
+            drv.send(repr(start))
+        latencies: list[float] = []
+        errors = 0
+        first_error = None
+        for drv in drivers:
+            doc = json.loads(drv.expect("{", opts["duration"] + 120))
+            latencies += doc["latencies"]
+            errors += doc["errors"]
+            first_error = first_error or doc["first_error"]
+    finally:
+        for drv in drivers:
+            drv.stop()
+        dryads.stop()
+        server.stop()
+    latencies.sort()
+    n = len(latencies)
+    return {"mode": mode, "calls": n, "per_s": n / opts["duration"], "errors": errors,
+            "first_error": first_error,
+            "p50_ms": 1000 * latencies[n // 2] if n else float("nan"),
+            "p99_ms": 1000 * latencies[min(n - 1, int(n * 0.99))] if n else float("nan")}
+
+
+def bench_s5(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
+    for round_no in range(opts["rounds"]):
+        order = list(MODES.items())
+        if round_no % 2:
+            order.reverse()
+        for mode, sync in order:
+            result = s5_round(tmp, mode, sync, opts, round_no)
+            runs[mode].append(result)
+            print(f"S5 {mode}: {result['per_s']:.0f}/s p50 {result['p50_ms']:.2f} ms "
+                  f"p99 {result['p99_ms']:.2f} ms errors {result['errors']}", file=sys.stderr)
+    # Medians over the rounds; the ratio to "off" is the median of the per-round ratios
+    # (each round runs every mode back to back, so a round shares the machine's mood).
+    summary = {}
+    off = runs["off (memory)"]
+    for mode, results in runs.items():
+        summary[mode] = {
+            "per_s": statistics.median(r["per_s"] for r in results),
+            "ratio": statistics.median(r["per_s"] / o["per_s"] for r, o in zip(results, off)),
+            "ratios": [round(r["per_s"] / o["per_s"], 3) for r, o in zip(results, off)],
+            "p50_ms": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "errors": sum(r["errors"] for r in results),
+            "first_error": next((r["first_error"] for r in results if r["first_error"]), None),
+            "rounds": results}
+    return summary
+
+
+# =========================================================================== restart
+
+def build_state(state_dir: Path, stored: int, waiting: int, workers: int) -> dict[str, Any]:
+    """A state directory as a busy server would leave it, written straight with the Store."""
+    from bench.farm import iter_requests, make_workers
+    from boruta.core.records import Changes
+    from boruta.store import Store
+
+    t0 = time.perf_counter()
+    rng = random.Random(5)
+    farm_workers = make_workers(workers, rng)
+    now = time.time()
+    store = Store(state_dir, "OFF")
+    worker_records = [{"uuid": w["uuid"], "caps": w["caps"], "groups": list(w["groups"]),
+                       "state": "MAINTENANCE", "dryad_address": "10.0.0.1:7175",
+                       "ssh_address": "10.0.0.1:22", "key": None, "username": None,
+                       "fail_reason": None, "job": None} for w in farm_workers]
+    store.commit(Changes(workers=worker_records))
+    ended_states = ("DONE", "CANCELLED", "TIMEOUT", "FAILED")
+    chunk: list[dict[str, Any]] = []
+    finished = stored - waiting
+    # The waiting requests are the newest: IDs after the finished ones.
+    for req in iter_requests(farm_workers, stored, rng):
+        req_id = req["id"]
+        is_waiting = req_id > finished
+        valid_after = now - 86400.0 + (req["valid_after"] or 0.0)
+        if is_waiting and req["valid_after"] is not None:
+            valid_after = now + req["valid_after"]              # 10% not ready yet
+        chunk.append({
+            "id": req_id, "priority": req["priority"], "groups": list(req["groups"]),
+            "caps": req["caps"], "valid_after": valid_after,
+            "deadline": now + req["deadline"], "state": "WAITING" if is_waiting
+            else ended_states[req_id % 4], "job_worker": None, "job_timeout": None,
+            "seq": req_id, "prolongs": 0,
+            "ended_at": None if is_waiting else now - 3600.0 * (1 + req_id % 48)})
+        if len(chunk) >= 50_000:
+            store.commit(Changes(requests=chunk, last_id=req_id, last_seq=req_id))
+            chunk = []
+    if chunk:
+        store.commit(Changes(requests=chunk, last_id=stored, last_seq=stored))
+    store.close()
+    size = sum(f.stat().st_size for f in state_dir.iterdir() if f.is_file())
+    return {"build_s": time.perf_counter() - t0, "db_bytes": size}
+
+
+def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
+                       stored: int = 0) -> dict[str, Any]:
+    """Seconds from starting the server process to its first successful answer (ping);
+    with a state, also to the first answers that need it: an old request's info (from
+    the history, fetched on demand while it loads), a NewRequest, and a list of every
+    request (waits until the whole history is loaded)."""
+    from boruta.core.types import ReqState, RequestFilter
+    from boruta.transport.client import Client
+    endpoints = loopback_endpoints()
+    settings = {"state_dir": state_dir} if state_dir is not None else {}
+    client = Client(endpoints["listen"], timeout=0.25, retries=1)
+    server = Child(server_cmd(endpoints, log_level="info", **settings),
+                   tmp / f"restart-{label}.log")
+    out: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.ping()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if server.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer; see {server.log_path}")
+        out["first_ping_s"] = time.perf_counter() - server.started
+        if stored:
+            slow = Client(endpoints["listen"], timeout=60, retries=1)
+            try:
+                info = slow.get_request_info(1)
+                out["old_request_s"] = time.perf_counter() - server.started
+                out["old_request_state"] = str(info.state)
+                slow.new_request({"device_type": "bench-restart"}, 8, queue_unsatisfiable=True)
+                out["new_request_s"] = time.perf_counter() - server.started
+                items, _ = slow.list_requests(RequestFilter(states=(ReqState.DONE,)))
+                out["full_list_s"] = time.perf_counter() - server.started
+                out["done_listed"] = len(items)
+            finally:
+                slow.close()
+        for line in open(server.log_path, encoding="utf-8"):
+            if "state restored" in line:
+                out["restore_s_logged"] = float(line.split("seconds=")[1].split()[0])
+            if "history loaded" in line:
+                out["history_s_logged"] = float(line.split("seconds=")[1].split()[0])
+        try:
+            for line in open(f"/proc/{server.proc.pid}/status"):
+                if line.startswith("VmRSS:"):
+                    out["rss_mb"] = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return out
+    finally:
+        client.close()
+        server.stop(30)
+
+
+def profile_restore(state_dir: Path) -> dict[str, float]:
+    """The parts of a restart, in this process: reading the live requests and
+    rebuilding the books (before the server answers), then the history."""
+    import gc
+
+    from boruta.core.scheduler import Scheduler
+    from boruta.store import Store
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        store = Store(state_dir, "OFF")
+        snapshot = store.load(history=False)
+        t1 = time.perf_counter()
+        sched = Scheduler.restore(snapshot)
+        t2 = time.perf_counter()
+        after, chunks = 0, []
+        while records := store.history(after):
+            after = records[-1]["id"]
+            chunks.append(records)
+        t3 = time.perf_counter()
+        for records in chunks:
+            sched.add_history(records)
+        t4 = time.perf_counter()
+        counts = sched.counts()
+        store.close()
+    finally:
+        gc.enable()
+    return {"live_load_s": t1 - t0, "restore_s": t2 - t1, "history_load_s": t3 - t2,
+            "history_add_s": t4 - t3, "requests": counts["requests"], "ready": counts["ready"]}
+
+
+def bench_restart(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    state_dir = tmp / "restart-state"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    built = build_state(state_dir, opts["stored"], opts["waiting"], opts["workers"])
+    print(f"restart: built {opts['stored']} requests in {built['build_s']:.1f} s, "
+          f"{built['db_bytes'] / 2**20:.0f} MiB", file=sys.stderr)
+    empty = time_to_first_ping(tmp, None, "empty")
+    print(f"restart: empty server answers after {empty['first_ping_s']:.2f} s", file=sys.stderr)
+    full = [time_to_first_ping(tmp, state_dir, f"full{i}", opts["stored"]) for i in range(2)]
+    best = min(full, key=lambda r: r["first_ping_s"])
+    print(f"restart: {opts['stored']} requests: first answer after "
+          f"{[round(r['first_ping_s'], 2) for r in full]} s", file=sys.stderr)
+    profile = profile_restore(state_dir)
+    return {**built, "stored": opts["stored"], "waiting": opts["waiting"],
+            "workers": opts["workers"], "empty": empty, "runs": full, "best": best,
+            "profile": profile}
+
+
+# =========================================================================== report
+
+def table(res: dict[str, Any], opts: dict[str, Any], markdown: bool) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    if "s5" in res:
+        s5 = res["s5"]
+        conc = opts["drivers"] * opts["threads"]
+        for mode, r in s5.items():
+            ratio = r["ratio"]
+            target, met = "", ""
+            if mode == "on, state_sync=full":
+                target = "<= 30% slower than off"
+                met = "yes" if ratio >= 0.7 else "NO"
+            per_round = ", ".join(f"{100 * x:.0f}%" for x in r["ratios"])
+            rows.append((f"S5 NewRequest, {conc} clients ({opts['drivers']} processes), "
+                         f"durability {mode}",
+                         f"{r['per_s']:.0f}/s ({100 * ratio:.0f}% of off; rounds: {per_round})"
+                         f", p50 "
+                         f"{r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                         f"{r['errors']} errors" + (f" (first: {r['first_error']})"
+                                                    if r["first_error"] else ""), target, met))
+    if "restart" in res:
+        rs = res["restart"]
+        b = rs["best"]
+        rows.append((f"restart, {rs['stored']:,} stored requests ({rs['waiting']:,} waiting), "
+                     f"{rs['workers']} workers, DB {rs['db_bytes'] / 2**20:.0f} MiB",
+                     f"first answer (ping) {b['first_ping_s']:.2f} s after start (runs: "
+                     + ", ".join(f"{r['first_ping_s']:.2f}" for r in rs["runs"])
+                     + f"); live state restored in {b.get('restore_s_logged')} s",
+                     "<= 10 s", "yes" if b["first_ping_s"] <= 10 else "NO"))
+        rows.append(("  first answers needing the state: an old request's info / NewRequest",
+                     f"{b['old_request_s']:.2f} s / {b['new_request_s']:.2f} s after start",
+                     "<= 10 s", "yes" if b["new_request_s"] <= 10 else "NO"))
+        rows.append(("  whole history loaded (a list of the DONE requests answered)",
+                     f"{b['full_list_s']:.2f} s after start (first page: {b['done_listed']:,}; "
+                     f"loading took {b.get('history_s_logged')} s in the background); "
+                     f"RSS then {b.get('rss_mb', 0):.0f} MiB", "", ""))
+        p = rs["profile"]
+        rows.append(("  in process: live load / restore / history load / history add",
+                     f"{p['live_load_s']:.2f} / {p['restore_s']:.2f} / {p['history_load_s']:.2f}"
+                     f" / {p['history_add_s']:.2f} s", "", ""))
+        rows.append(("  server process with an empty state directory",
+                     f"first answer {rs['empty']['first_ping_s']:.2f} s after start", "", ""))
+    head = ("measurement", "result", "target", "met")
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*r) for r in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--_drive"]:
+        drive(json.loads(argv[1]))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e_durability", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", help="s5 or restart")
+    for name, value in DEFAULT.items():
+        parser.add_argument(f"--{name}", type=type(value), default=None,
+                            help=f"default {value} (quick: {QUICK[name]})")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="keep state directories and logs there (default: a temporary one)")
+    args = parser.parse_args(argv)
+    opts = dict(QUICK if args.quick else DEFAULT)
+    for name in DEFAULT:
+        value = getattr(args, name)
+        if value is not None:
+            opts[name] = value
+    only = {args.only} if args.only else {"s5", "restart"}
+    res: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)),
+                                       "python": sys.version.split()[0],
+                                       "loadavg_before": os.getloadavg()}, "options": opts}
+    with tempfile.TemporaryDirectory(prefix="boruta-bench-dur-") as tmpdir:
+        tmp = Path(args.workdir or tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        if "s5" in only:
+            res["s5"] = bench_s5(tmp, opts)
+        if "restart" in only:
+            res["restart"] = bench_restart(tmp, opts)
+    res["machine"]["loadavg_after"] = os.getloadavg()
+    m = res["machine"]
+    print(f"machine: {m['cores']} usable cores, Python {m['python']}, load average "
+          f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after")
+    print(table(res, opts, args.markdown))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(res, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
