@@ -31,18 +31,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import random
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.e2e_ssh import Child  # one child-process helper for every e2e bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,67 +63,10 @@ SERVER_BASE = {
 
 # =========================================================================== processes
 
-def child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class Child:
-    """A child process whose stdout lines are read on a thread."""
-
-    def __init__(self, cmd: list[str], log: Path, stdin: bool = False) -> None:
-        self.started = time.perf_counter()
-        self.log_path = log
-        self.log_file = open(log, "w", encoding="utf-8")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True,
-                                     cwd=ROOT, env=child_env(),
-                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line is None or (line == "" and time.monotonic() >= deadline):
-                self.kill()
-                raise RuntimeError(f"{self.proc.args[:4]} gave no {prefix!r} line; "
-                                   f"see {self.log_path}")
-            if line.startswith(prefix):
-                return line
-
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log_file.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 def server_cmd(endpoints: dict[str, str], **settings: Any) -> list[str]:
@@ -327,7 +270,7 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
                 break
             except Exception:  # noqa: BLE001 - not up yet
                 if server.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer; see {server.log_path}")
+                    raise RuntimeError(f"the server did not answer; see {server.log_file.name}")
         out["first_ping_s"] = time.perf_counter() - server.started
         if stored:
             slow = Client(endpoints["listen"], timeout=60, retries=1)
@@ -342,7 +285,7 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
                 out["done_listed"] = len(items)
             finally:
                 slow.close()
-        for line in open(server.log_path, encoding="utf-8"):
+        for line in open(server.log_file.name, encoding="utf-8"):
             if "state restored" in line:
                 out["restore_s_logged"] = float(line.split("seconds=")[1].split()[0])
             if "history loaded" in line:

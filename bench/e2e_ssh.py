@@ -68,6 +68,7 @@ class Child:
     """A child process whose stdout lines are read on a thread (ready lines, results)."""
 
     def __init__(self, cmd: list[str], log: Path, stdin: bool = False) -> None:
+        self.started = time.perf_counter()      # for time-to-ready figures
         self.log_file = open(log, "w", encoding="utf-8")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True,
                                      cwd=ROOT, env=child_env(),
