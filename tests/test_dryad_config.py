@@ -38,7 +38,7 @@ def test_default_config_round_trip(tmp_path):
     assert loaded.session.backend == "embedded"
     assert (loaded.session.listen_host, loaded.session.listen_port) == ("127.0.0.1", 0)
     assert loaded.heartbeat_interval == 5.0 and loaded.blink_period == 1.0
-    assert loaded.healthcheck.power_tick is True
+    assert loaded.healthcheck.power_tick is False      # periodic checks never power-cycle by default
     assert loaded.source == str(path)
     # Every setting is spelled out in the file, not only implied by defaults.
     doc = tomllib.loads(text)

@@ -85,7 +85,7 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class HealthcheckConfig:
-    power_tick: bool = True
+    power_tick: bool = False
     power_tick_seconds: float = 1.0
     current_min: float = 0.0
     current_max: float = 5.0
@@ -254,7 +254,7 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
                            "maintenance.blink_period", float, 1.0))
 
     h = tables["healthcheck"]
-    power_tick = _get(h, "power_tick", "healthcheck.power_tick", bool, True)
+    power_tick = _get(h, "power_tick", "healthcheck.power_tick", bool, False)
     tick_s = _positive("healthcheck.power_tick_seconds",
                        _get(h, "power_tick_seconds", "healthcheck.power_tick_seconds",
                             float, 1.0))
@@ -475,9 +475,10 @@ host_key = ""
 blink_period = 1.0
 
 [healthcheck]
-# Cut the DUT's power for power_tick_seconds to test the power switch.
-# false: the health check never power-cycles the DUT.
-power_tick = true
+# true: every health check also cuts the DUT's power for power_tick_seconds to
+# test the power switch (upstream's Healthcheck). The server checks IDLE
+# workers every few minutes, so this is off by default.
+power_tick = false
 power_tick_seconds = 1.0
 # A DUT current draw (amperes) outside this range is reported as a problem.
 current_min = 0.0
