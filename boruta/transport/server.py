@@ -173,6 +173,9 @@ class Server:
         self._timer_at: float | None = None
         self._event_seq = 0
         self._sent_event_seq = 0                        # ticks and hellos report this one
+        # Topics someone subscribes to (XPUB reports each new subscription and the
+        # last unsubscription of a topic): with none, events are not even packed.
+        self._subscriptions: set[bytes] = set()
         self._healthchecks: set[str] = set()
         self._stop = asyncio.Event()
         self._stopping = False
@@ -1195,13 +1198,18 @@ class Server:
         self.stats.events += 1
         doc["seq"] = self._event_seq
         if self.events_sock is not None and not self._stopping:
-            self._send(self.events_sock, [topic, P.pack(doc)])
+            if self._subscriptions:
+                self._send(self.events_sock, [topic, P.pack(doc)])
             if self.store is None:
                 self._sent_event_seq = self._event_seq
 
     def _on_subscription(self, frames: list[bytes]) -> None:
         """XPUB: a subscription to hello/<nonce>/ is answered on that topic (subscriber sync)."""
         data = frames[0] if frames else b""
+        if data[:1] == b"\x01":
+            self._subscriptions.add(data[1:])
+        elif data[:1] == b"\x00":
+            self._subscriptions.discard(data[1:])
         if data[:1] == b"\x01" and data[1:].startswith(P.TOPIC_HELLO.encode()):
             assert self.events_sock is not None
             send_now(self.events_sock, [data[1:], P.pack({
