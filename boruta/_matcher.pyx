@@ -126,6 +126,14 @@ cdef void* _realloc(void* p, size_t n) except NULL:
     return q
 
 
+cdef uint64_t* _grown_rows(uint64_t* rows, Py_ssize_t old_rows, Py_ssize_t new_rows,
+                           Py_ssize_t nwords) except NULL:
+    """Bitset rows reallocated to `new_rows`, the added rows zeroed."""
+    rows = <uint64_t*>_realloc(rows, new_rows * nwords * sizeof(uint64_t))
+    memset(rows + old_rows * nwords, 0, (new_rows - old_rows) * nwords * sizeof(uint64_t))
+    return rows
+
+
 cdef inline Py_ssize_t _lower_pair(int32_t* a, Py_ssize_t lo, Py_ssize_t n,
                                    int32_t x) noexcept nogil:
     """First i in [lo, n) with a[2i] >= x (pairs sorted by their first int)."""
@@ -368,10 +376,7 @@ cdef class CompiledMatcher:
         n = len(self.cap_ids)
         if n >= self.cap_rows_cap:
             newcap = self.cap_rows_cap * 2
-            self.cap_rows = <uint64_t*>_realloc(self.cap_rows,
-                                                newcap * self.nwords * sizeof(uint64_t))
-            memset(self.cap_rows + self.cap_rows_cap * self.nwords, 0,
-                   (newcap - self.cap_rows_cap) * self.nwords * sizeof(uint64_t))
+            self.cap_rows = _grown_rows(self.cap_rows, self.cap_rows_cap, newcap, self.nwords)
             self.cap_rows_cap = newcap
         self.cap_ids[kv] = n
         return n
@@ -384,10 +389,7 @@ cdef class CompiledMatcher:
         n = len(self.grp_ids)
         if n >= self.grp_rows_cap:
             newcap = self.grp_rows_cap * 2
-            self.grp_rows = <uint64_t*>_realloc(self.grp_rows,
-                                                newcap * self.nwords * sizeof(uint64_t))
-            memset(self.grp_rows + self.grp_rows_cap * self.nwords, 0,
-                   (newcap - self.grp_rows_cap) * self.nwords * sizeof(uint64_t))
+            self.grp_rows = _grown_rows(self.grp_rows, self.grp_rows_cap, newcap, self.nwords)
             self.grp_rows_cap = newcap
         self.grp_ids[g] = n
         return n
