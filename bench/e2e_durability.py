@@ -28,7 +28,6 @@ was met.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -42,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_ssh import Child  # one child-process helper for every e2e bench
+from bench.e2e_ssh import Child, parse_bench_args  # one child-process helper for every e2e bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -410,23 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_drive"]:
         drive(json.loads(argv[1]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.e2e_durability", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--only", help="s5 or restart")
-    for name, value in DEFAULT.items():
-        parser.add_argument(f"--{name}", type=type(value), default=None,
-                            help=f"default {value} (quick: {QUICK[name]})")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--workdir", metavar="DIR",
-                        help="keep state directories and logs there (default: a temporary one)")
-    args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else DEFAULT)
-    for name in DEFAULT:
-        value = getattr(args, name)
-        if value is not None:
-            opts[name] = value
+    args, opts = parse_bench_args("python -m bench.e2e_durability", __doc__, "s5 or restart",
+                                  "keep state directories and logs there (default: a temporary one)",
+                                  DEFAULT, QUICK, argv)
     only = {args.only} if args.only else {"s5", "restart"}
     res: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)),
                                        "python": sys.version.split()[0],

@@ -62,7 +62,6 @@ was met.
 """
 from __future__ import annotations
 
-import argparse
 import array
 import asyncio
 import contextlib
@@ -83,7 +82,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.e2e_ssh import (KEY_THREADS, Child, Server, bring_idle, count_state, cpu_seconds,
+from bench.e2e_ssh import (parse_bench_args, KEY_THREADS, Child, Server, bring_idle, count_state, cpu_seconds,
                            measure_keygen, wait_for)
 
 DEFAULT = {"procs": 3, "window": 32, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
@@ -901,27 +900,16 @@ def table(res: dict[str, Any], markdown: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.e2e_server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--only", help="comma-separated: " + ",".join(PARTS))
-    for name, value in DEFAULT.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"default {value} (quick: {QUICK[name]})")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--workdir", metavar="DIR",
-                        help="keep the logs there (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else DEFAULT)
-    for name in DEFAULT:
-        value = getattr(args, name)
-        if value is not None:
-            opts[name] = value
+    args, opts = parse_bench_args("python -m bench.e2e_server", __doc__,
+                                  "comma-separated: " + ",".join(PARTS),
+                                  "keep the logs there (default: a temporary directory)",
+                                  DEFAULT, QUICK, argv)
     only = set(args.only.split(",")) if args.only else set(PARTS)
     unknown = only - set(PARTS)
     if unknown:
-        parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
+        print(f"python -m bench.e2e_server: --only: unknown part(s) {', '.join(sorted(unknown))}",
+              file=sys.stderr)
+        return 2
     res: dict[str, Any] = {"machine": machine(), "options": opts}
     m = res["machine"]
     print(f"machine: nproc {m['nproc']} ({m['cpu']}), Python {m['python']}, pyzmq {m['pyzmq']} "

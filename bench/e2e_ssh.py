@@ -671,6 +671,30 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                       *(fmt.format(*r) for r in rows)])
 
 
+def parse_bench_args(prog: str, doc: str | None, only_help: str, workdir_help: str,
+                     default: dict[str, Any], quick: dict[str, Any],
+                     argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The command line every e2e bench shares: --quick, --only, one flag per size
+    setting, --markdown, --json, --workdir. Returns the arguments and the sizes."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes")
+    parser.add_argument("--only", help=only_help)
+    for name, value in default.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
+                            help=f"default {value} (quick: {quick[name]})")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--workdir", metavar="DIR", help=workdir_help)
+    args = parser.parse_args(argv)
+    opts = dict(quick if args.quick else default)
+    for name in default:
+        value = getattr(args, name)
+        if value is not None:
+            opts[name] = value
+    return args, opts
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--_host"]:
@@ -679,23 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_drive"]:
         drive(json.loads(argv[1]))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m bench.e2e_ssh", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--only", help="comma-separated: keys,tunnel,ed25519,rsa,kill")
-    for name, value in DEFAULT.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"default {value} (quick: {QUICK[name]})")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--workdir", metavar="DIR",
-                        help="keep configurations and logs there (default: a temporary directory)")
-    args = parser.parse_args(argv)
-    opts = dict(QUICK if args.quick else DEFAULT)
-    for name in DEFAULT:
-        value = getattr(args, name)
-        if value is not None:
-            opts[name] = value
+    args, opts = parse_bench_args("python -m bench.e2e_ssh", __doc__, "comma-separated: keys,tunnel,ed25519,rsa,kill",
+                                  "keep configurations and logs there (default: a temporary directory)",
+                                  DEFAULT, QUICK, argv)
     only = set(args.only.split(",")) if args.only else {"keys", "tunnel", "ed25519", "rsa", "kill"}
     res: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)),
                                        "python": sys.version.split()[0],
