@@ -62,6 +62,43 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         time.sleep(interval)
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child process that imports this checkout's boruta."""
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def spawn_until_ready(cmd: list[str], log: Any, prefix: str, log_path: Path,
+                      timeout: float = READY_TIMEOUT) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start `cmd` (stderr to `log`) and read its stdout until a line starting with
+    `prefix`; return the process and that line's `key=value` fields. A process
+    that exits or stays silent past `timeout` is killed and reported with its log."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
+                            env=child_env())
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            line = ""
+        if line is None or (not line and time.monotonic() >= deadline):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            text = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
+            raise RuntimeError(f"{prefix!r} not seen within {timeout}s:\n{text}")
+        if line.startswith(prefix):
+            return proc, dict(kv.split("=", 1) for kv in line.split()[3:])
+
+
 class ServerProcess:
     def __init__(self, log_path: Path, **settings: Any) -> None:
         self.settings = {**FAST, **settings}
@@ -75,32 +112,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "boruta.transport.server"]
         for key, value in self.settings.items():
             cmd += ["--set", f"{key}={value}"]
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(self.log_path, "w", encoding="utf-8")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     cwd=ROOT, env=env)
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                line = lines.get(timeout=max(0.01, left))
-            except queue.Empty:
-                line = ""
-            if line is None or (line == "" and time.monotonic() >= deadline):
-                self.kill()
-                raise RuntimeError(f"server not ready within {READY_TIMEOUT}s:\n{self.log()}")
-            if line and line.startswith("boruta server ready"):
-                self.endpoints = dict(kv.split("=", 1) for kv in line.split()[3:])
-                return self
+        self.proc, self.endpoints = spawn_until_ready(cmd, self._log, "boruta server ready",
+                                                      self.log_path)
+        return self
 
     # ------------------------------------------------------------------ helpers
     @property

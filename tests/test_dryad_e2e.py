@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import io
 import os
-import queue
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -24,7 +22,8 @@ import pytest
 
 from boruta.core.types import ReqState, WorkerState
 from boruta.dryad.config import load_config
-from e2e_helpers import ROOT, ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
+from e2e_helpers import (ROOT, ServerProcess, child_env, server_factory,  # noqa: F401
+                         spawn_until_ready, unique_caps, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +35,9 @@ QUICK = {"heartbeat_interval": INTERVAL, "heartbeat_liveness": LIVENESS,
 READY_TIMEOUT = 20.0
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def boruta(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "boruta.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=env(), timeout=timeout)
+                          text=True, cwd=ROOT, env=child_env(), timeout=timeout)
 
 
 def free_port() -> int:
@@ -70,31 +65,11 @@ class DryadProcess:
 
     def start(self) -> "DryadProcess":
         self._log = open(self.log_path, "a", encoding="utf-8")
-        self.proc = subprocess.Popen(
+        self.proc, self.ready = spawn_until_ready(
             [sys.executable, "-m", "boruta.cli", "dryad", "--config", str(self.config),
-             "--log-level", "debug"],
-            stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=ROOT, env=env())
-        lines: queue.Queue[str | None] = queue.Queue()
-
-        def read() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            try:
-                line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line is None or (not line and time.monotonic() >= deadline):
-                self.kill()
-                raise AssertionError(f"dryad not ready within {READY_TIMEOUT}s:\n{self.log()}")
-            if line.startswith("boruta dryad ready"):
-                self.ready = dict(kv.split("=", 1) for kv in line.split()[3:])
-                return self
+             "--log-level", "debug"], self._log, "boruta dryad ready", self.log_path,
+            READY_TIMEOUT)
+        return self
 
     @property
     def uuid(self) -> str:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -39,7 +39,8 @@ from boruta.store import DB_NAME, Store
 from boruta.transport.client import Client
 from boruta.transport.config import load_server_config
 from boruta.transport.simdryad import SimFarm
-from e2e_helpers import FAST, ROOT, ServerProcess, unique_caps, wait_until
+from boruta.transport.config import ServerConfig
+from e2e_helpers import FAST, ROOT, ServerProcess, child_env, unique_caps, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,10 +51,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 class Durable:
@@ -208,7 +205,7 @@ def test_sigkill_under_load_loses_nothing_acknowledged(durable: Callable[..., Du
     stop = tmp_path / "stop"
     outs = [tmp_path / f"client{i}.jsonl" for i in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", CLIENT, d.endpoints["listen"], str(out),
-                               str(stop), str(i), json.dumps(kinds)], cwd=ROOT, env=env(),
+                               str(stop), str(i), json.dumps(kinds)], cwd=ROOT, env=child_env(),
                               stderr=subprocess.PIPE, text=True) for i, out in enumerate(outs)]
     started = time.monotonic()
     seen: dict[int, tuple] = {}                 # every request listed so far: its fields
@@ -483,7 +480,7 @@ def start_refused(state_dir: Path, tmp: Path) -> str:
     cmd = [sys.executable, "-m", "boruta.transport.server"]
     for key, value in {**FAST, "state_dir": str(state_dir)}.items():
         cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env(), timeout=30)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_env(), timeout=30)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert "boruta server ready" not in proc.stdout
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -542,7 +539,7 @@ def test_boruta_server_keeps_its_state_in_the_default_place(tmp_path: Path) -> N
     cmd = [sys.executable, "-m", "boruta.cli", "server", "--listen", "tcp://127.0.0.1:*",
            "--dryad-listen", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env={**env(), "XDG_STATE_HOME": str(tmp_path / "xdg")})
+                            cwd=ROOT, env={**child_env(), "XDG_STATE_HOME": str(tmp_path / "xdg")})
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
