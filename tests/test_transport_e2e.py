@@ -298,7 +298,9 @@ def test_async_client(shared_server: ServerProcess) -> None:
             infos = await asyncio.gather(*(client.get_request_info(i) for i in ids))
             assert [i.state for i in infos] == [ReqState.INPROGRESS, ReqState.WAIT, ReqState.WAIT]
             stream = await client.events(request_id=ids[1])
-            for req_id in ids:
+            # Waiting requests first: closing the job first frees the worker,
+            # which may then start ids[1] before its own close arrives.
+            for req_id in reversed(ids):
                 await client.close_request(req_id)
             event = await asyncio.wait_for(stream.__anext__(), 5)
             assert (event["id"], event["state"]) == (ids[1], "CANCELLED")
