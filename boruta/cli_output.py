@@ -12,7 +12,8 @@ import shutil
 import sys
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence, TextIO
+from collections.abc import Mapping
+from typing import Any, Iterable, Sequence, TextIO
 
 from rich.console import Console
 from rich.table import Table

@@ -11,42 +11,42 @@ from dataclasses import dataclass
 from boruta.core.types import ReqState, WorkerState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PrepareWorker:
     """Make a fresh job key, install it on the dryad, then report back."""
     worker_uuid: str
     op: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PutInMaintenance:
     worker_uuid: str
     op: int
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StartJob:
     """Open the tunnel for request `req_id` on worker `worker_uuid`."""
     req_id: int
     worker_uuid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FinishJob:
     """Close the job's tunnel and forget its key."""
     req_id: int
     worker_uuid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResumeJob:
     """After a server restart: the job's dryad is back, reopen its tunnel."""
     req_id: int
     worker_uuid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestChanged:
     req_id: int
     state: ReqState
@@ -54,14 +54,14 @@ class RequestChanged:
     worker_uuid: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerChanged:
     worker_uuid: str
     state: WorkerState
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerRemoved:
     worker_uuid: str
 

@@ -22,7 +22,7 @@ Both matchers share this interface:
 from __future__ import annotations
 
 import bisect
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 UUID_KEY = "UUID"
 
@@ -83,8 +83,9 @@ class ReferenceMatcher:
         self._workers[uuid].idle = idle
 
     # -- requests ----------------------------------------------------------
-    def add_request(self, req_id: int, caps: Mapping[str, str], groups: Sequence[str],
-                    priority: int, seq: int) -> int:
+    def add_request(self, req_id: int, caps: Mapping[str, str] | Iterable[tuple[str, str]],
+                    groups: Sequence[str], priority: int, seq: int) -> int:
+        """`caps`: a mapping or its (key, value) pairs (the scheduler's interned tuples)."""
         if req_id in self._ready:
             raise KeyError(f"request {req_id} already in matcher")
         self._ready[req_id] = (priority, seq, dict(caps), tuple(groups))

@@ -15,6 +15,7 @@ no upstream defects, acquire answered by the shell as soon as assigned).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
@@ -45,11 +46,24 @@ RS, WS = ReqState, WorkerState
 
 
 def add_months(ts: float, months: int) -> float:
-    """Go's AddDate(0, months, 0): the day overflows into the next month (Jan 31 -> Mar 3)."""
-    moment = datetime.fromtimestamp(ts, timezone.utc)
+    """Go's AddDate(0, months, 0): the day overflows into the next month (Jan 31 -> Mar 3).
+
+    UTC days are all 86,400 s long (POSIX time), so the shift depends on the
+    day alone: it is computed once per day, not once per NewRequest.
+    """
+    return ts + SECONDS_PER_DAY * _month_shift_days(int(ts // SECONDS_PER_DAY), months)
+
+
+SECONDS_PER_DAY = 86_400
+
+
+@functools.lru_cache(maxsize=64)
+def _month_shift_days(day: int, months: int) -> int:
+    """Days from UTC day number `day` (since 1970-01-01) to the same date `months` later."""
+    moment = datetime.fromtimestamp(day * SECONDS_PER_DAY, timezone.utc)
     month0 = moment.month - 1 + months
     first = moment.replace(year=moment.year + month0 // 12, month=month0 % 12 + 1, day=1)
-    return (first + timedelta(days=moment.day - 1)).timestamp()
+    return (first + timedelta(days=moment.day - 1) - moment).days
 
 
 class _Request:
@@ -190,7 +204,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ matcher glue
     def _enter_matcher(self, req: _Request) -> None:
-        req.handle = self._matcher.add_request(req.id, dict(req.caps), req.groups,
+        # The interned (key, value) pairs as they are: both matchers take dict()'s input.
+        req.handle = self._matcher.add_request(req.id, req.caps, req.groups,
                                                req.priority, req.seq)
 
     def _leave_matcher(self, req: _Request) -> None:
@@ -262,10 +277,12 @@ class Scheduler:
         now = self._now
         wanted = check_caps(caps)
         check_int(priority, "priority")
-        groups = self._owner_groups(owner)
-        groups = self._groups_pool.setdefault(groups, groups)
-        valid_ts = self._optional_ts(valid_after, "valid_after")
-        deadline_ts = self._optional_ts(deadline, "deadline")
+        groups: tuple[str, ...] = ()
+        if owner is not None:
+            groups = self._owner_groups(owner)
+            groups = self._groups_pool.setdefault(groups, groups)
+        valid_ts = None if valid_after is None else self._optional_ts(valid_after, "valid_after")
+        deadline_ts = None if deadline is None else self._optional_ts(deadline, "deadline")
         if deadline_ts is not None and deadline_ts < now:
             raise DeadlineInThePastError()
         if deadline_ts is not None and valid_ts is not None and valid_ts > deadline_ts:

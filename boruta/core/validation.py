@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from boruta.core.errors import (BadArgumentError, InvalidAddressError, MissingIPError,
                                 MissingPortError, MissingUUIDError)

@@ -13,7 +13,8 @@ float seconds since the epoch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
@@ -128,8 +129,15 @@ class DryadError(BorutaError):
 
 
 # --------------------------------------------------------------------------- codec
+_packers = threading.local()     # one Packer per thread: packb would make one per call
+
+
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(obj)
 
 
 def unpack(data: bytes) -> Any:
@@ -176,6 +184,39 @@ def decode(data: bytes, max_bytes: int | None = None) -> Envelope:
     A ProtocolError raised here carries `msg_id` (the envelope's id when it
     could be read, else None) so that the error reply can still be correlated.
     """
+    obj, msg_id = _open_envelope(data, max_bytes)
+    if "op" in obj:
+        op, args = _request_parts(obj, msg_id)
+        return Envelope(msg_id, op=op, args=args)
+    if "error" in obj:
+        err = obj["error"]
+        if (not isinstance(err, dict) or not isinstance(err.get("code"), str)
+                or not isinstance(err.get("message", ""), str)):
+            raise _with_id(BadFrameError("'error' must be {code, message}"), msg_id)
+        return Envelope(msg_id, error={"code": err["code"], "message": err.get("message", "")})
+    if "ok" in obj:
+        return Envelope(msg_id, ok=obj["ok"])
+    raise _with_id(BadFrameError("a message needs 'op' (request) or 'ok'/'error' (reply)"),
+                   msg_id)
+
+
+def decode_request(data: bytes, max_bytes: int | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """Frame bytes -> (id, op, args) for an endpoint that takes only requests.
+
+    The server's hot path: the same checks as `decode`, without an Envelope.
+    """
+    obj, msg_id = _open_envelope(data, max_bytes)
+    if "op" not in obj:
+        if "ok" in obj or "error" in obj:
+            raise _with_id(BadFrameError("this endpoint takes requests, not replies"), msg_id)
+        raise _with_id(BadFrameError("a message needs 'op' (request) or 'ok'/'error' (reply)"),
+                       msg_id)
+    op, args = _request_parts(obj, msg_id)
+    return msg_id, op, args
+
+
+def _open_envelope(data: bytes, max_bytes: int | None) -> tuple[dict[Any, Any], Any]:
+    """Size, msgpack, a map, its id and version: what every message must pass."""
     if max_bytes is not None and len(data) > max_bytes:
         raise _with_id(FrameTooLargeError(
             f"frame of {len(data)} bytes exceeds the limit of {max_bytes} bytes"), None)
@@ -193,27 +234,20 @@ def decode(data: bytes, max_bytes: int | None = None) -> Envelope:
         raise _with_id(UnsupportedVersionError(
             f"protocol version {version} is not supported; this side speaks "
             f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}"), msg_id)
-    if "op" in obj:
-        op = obj["op"]
-        if not isinstance(op, str) or not op:
-            raise _with_id(BadFrameError("'op' must be a non-empty string"), msg_id)
-        args = obj.get("args")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            raise _with_id(BadArgumentError(
-                f"'args' must be a map, not {type(args).__name__}"), msg_id)
-        return Envelope(msg_id, op=op, args=args)
-    if "error" in obj:
-        err = obj["error"]
-        if (not isinstance(err, dict) or not isinstance(err.get("code"), str)
-                or not isinstance(err.get("message", ""), str)):
-            raise _with_id(BadFrameError("'error' must be {code, message}"), msg_id)
-        return Envelope(msg_id, error={"code": err["code"], "message": err.get("message", "")})
-    if "ok" in obj:
-        return Envelope(msg_id, ok=obj["ok"])
-    raise _with_id(BadFrameError("a message needs 'op' (request) or 'ok'/'error' (reply)"),
-                   msg_id)
+    return obj, msg_id
+
+
+def _request_parts(obj: dict[Any, Any], msg_id: Any) -> tuple[str, dict[str, Any]]:
+    op = obj["op"]
+    if not isinstance(op, str) or not op:
+        raise _with_id(BadFrameError("'op' must be a non-empty string"), msg_id)
+    args = obj.get("args")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise _with_id(BadArgumentError(
+            f"'args' must be a map, not {type(args).__name__}"), msg_id)
+    return op, args
 
 
 def _is_id(value: Any) -> bool:
@@ -483,16 +517,22 @@ class Op:
     optional: dict[str, Callable[[str, Any], Any]]
     idempotent: bool            # a read: the client may retry it
     doc: str = ""
+    known: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "known", frozenset(self.required) | frozenset(self.optional))
 
     def check(self, args: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for key in args:
-            if key not in self.required and key not in self.optional:
-                raise BadArgumentError(f"{self.name}: unknown argument '{key}'")
+        if not self.known.issuperset(args):
+            unknown = next(key for key in args if key not in self.known)
+            raise BadArgumentError(f"{self.name}: unknown argument '{unknown}'")
         for key, check in self.required.items():
-            if key not in args:
-                raise BadArgumentError(f"{self.name}: missing argument '{key}'")
-            out[key] = check(key, args[key])
+            try:
+                value = args[key]
+            except KeyError:
+                raise BadArgumentError(f"{self.name}: missing argument '{key}'") from None
+            out[key] = check(key, value)
         for key, check in self.optional.items():
             out[key] = check(key, args.get(key))
         return out
