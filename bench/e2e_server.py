@@ -29,8 +29,9 @@ sees the machine the cycles saw.
     whatever the replies do; latency is measured from each call's
     *scheduled* send time (no coordinated omission). A call still
     unanswered `LOST_AFTER` seconds after the last reply counts as lost
-    and as an infinite latency. Then the same at the `--sweep` rates (a
-    fresh server each), to show where the knee is.
+    and as an infinite latency. `--rounds` rounds, each on a fresh server;
+    the judged p99 is the median of the rounds' p99s. Then the same at the
+    `--sweep` rates (one round each), to show where the knee is.
 (c) Parked acquire: one client and one simulated dryad on one asyncio loop
     in this process, `--rounds` rounds of `--parked` samples. A request R
     waits (its worker is running job A) with an acquire_worker parked on it
@@ -85,11 +86,11 @@ from typing import Any, Iterator
 from bench.e2e_ssh import (parse_bench_args, KEY_THREADS, Child, Server, bring_idle, count_state, cpu_seconds,
                            measure_keygen, wait_for)
 
-DEFAULT = {"procs": 3, "window": 32, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
+DEFAULT = {"procs": 3, "window": 128, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
            "sweep": "1000,2500,4000", "open_procs": 2, "parked": 300, "rounds": 3,
            "dryads": 50, "cycle_procs": 2, "cycle_conc": 100, "cycle_duration": 15.0,
            "rsa_duration": 20.0, "rsa_keys": 24}
-QUICK = {"procs": 3, "window": 32, "duration": 4.0, "warmup": 1.0, "rate": 5000.0,
+QUICK = {"procs": 3, "window": 128, "duration": 4.0, "warmup": 1.0, "rate": 5000.0,
          "sweep": "", "open_procs": 2, "parked": 100, "rounds": 2,
          "dryads": 50, "cycle_procs": 2, "cycle_conc": 100, "cycle_duration": 5.0,
          "rsa_duration": 8.0, "rsa_keys": 6}
@@ -281,38 +282,40 @@ def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, ou
 
 
 def echo_main(ready: Any) -> None:
-    """A bare ROUTER answering every call with `{"id": n}`: the server's own I/O pattern
-    (zmq.asyncio on uvloop, a turn of up to TURN_MAX messages, sends that never wait)
-    and nothing else. What the machine and the transport allow, without Boruta."""
+    """A bare ROUTER answering every call with `{"id": n}`: the server's own I/O
+    (LoopSocket on uvloop, turns of up to TURN_MAX messages, a turn's replies sent at
+    its end) and nothing else. What the machine and the transport allow, without Boruta."""
     import msgpack
     import zmq
-    import zmq.asyncio
+
+    from boruta.transport.loopsocket import LoopSocket
+    from boruta.transport.server import TURN_MAX
 
     async def main() -> None:
-        ctx = zmq.asyncio.Context()
+        ctx = zmq.Context()
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.SNDHWM, 10000)
         sock.setsockopt(zmq.RCVHWM, 10000)
         sock.bind("tcp://127.0.0.1:*")
         ready.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-        n = 0
-        while True:
-            frames = await sock.recv_multipart()
-            for _ in range(256):
-                env = msgpack.unpackb(frames[-1], raw=False)
-                n += 1
-                sock.send_multipart([frames[0], msgpack.packb(
-                    {"v": 1, "id": env["id"], "ok": {"id": n}})], flags=zmq.DONTWAIT)
-                try:
-                    frames = sock.recv_multipart(flags=zmq.NOBLOCK).result()
-                except zmq.Again:
-                    frames = None
-                    break
-            if frames is not None:                     # read but not handled in this turn
-                sock.send_multipart([frames[0], msgpack.packb(
-                    {"v": 1, "id": msgpack.unpackb(frames[-1], raw=False)["id"], "ok": None})],
-                    flags=zmq.DONTWAIT)
-            await asyncio.sleep(0)
+        outbox: list[list[bytes]] = []
+        answered = 0
+
+        def handle(frames: list[bytes]) -> None:
+            nonlocal answered
+            answered += 1
+            env = msgpack.unpackb(frames[-1], raw=False)
+            outbox.append([frames[0], msgpack.packb({"v": 1, "id": env["id"],
+                                                     "ok": {"id": answered}})])
+
+        def end_turn() -> None:
+            for frames in outbox:
+                reader.send(frames)
+            outbox.clear()
+
+        reader = LoopSocket(sock, handle, turn_max=TURN_MAX, end_turn=end_turn)
+        reader.start(asyncio.get_running_loop())
+        await asyncio.Event().wait()
 
     _run_async(main())
 
@@ -480,6 +483,13 @@ def bench_open_loop(tmp: Path, opts: dict[str, Any], rate: float,
             "first_error": next((r["first_error"] for r in results if r["first_error"]), None),
             "server_cores": (cpu.get("s1", 0.0) - cpu.get("s0", 0.0)) / opts["duration"],
             "client_cores": sum(r["cpu"] for r in results) / run_s}
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose p99 is the median of the rounds' (the judged one), with every p99:
+    on a shared VM one round's tail moves with the neighbours by a factor of several."""
+    ordered = sorted(rounds, key=lambda r: r["p99_s"])
+    return dict(ordered[(len(ordered) - 1) // 2], round_p99s=[r["p99_s"] for r in rounds])
 
 
 # =========================================================================== (c) parked acquire
@@ -812,7 +822,7 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"{a['client_us_per_call']:.0f} us/call", "", ""))
     if "a_echo" in res:
         e = res["a_echo"]
-        rows.append(("    the same clients against a bare zmq.asyncio ROUTER echo (no Boruta)",
+        rows.append(("    the same clients against a bare ROUTER echo, same I/O (no Boruta)",
                      "-", f"{e['per_s']:,.0f} calls/s, p50 {ms(e['p50_s'])}, p99 {ms(e['p99_s'])}; "
                      f"echo {e['server_us_per_call']:.0f} us/call ({e['server_cores']:.2f} cores "
                      f"busy); clients {e['client_us_per_call']:.0f} us/call", "", ""))
@@ -824,7 +834,9 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"max {ms(b['max_s'])} from the scheduled time; {b['calls']:,} calls, "
                      f"{b['errors']} errors, {b['lost']} never answered (counted as infinite); "
                      f"client send lag p99 {ms(b['late_p99_s'])}; busy: server "
-                     f"{b['server_cores']:.2f} cores, clients {b['client_cores']:.2f}",
+                     f"{b['server_cores']:.2f} cores, clients {b['client_cores']:.2f}; the "
+                     f"round with the median p99 of {len(b['round_p99s'])} (p99s: "
+                     f"{', '.join(ms(p) for p in b['round_p99s'])})",
                      "p99 < 5 ms", met(b["p99_s"] < TARGETS["b_p99_ms"] / 1000)))
         for b in [*res.get("b_sweep", []), *([res["b_echo"]] if "b_echo" in res else [])]:
             what = (f"    the same clients, {b['rate']:,.0f}/s, against the bare echo (no Boruta)"
@@ -932,8 +944,10 @@ def main(argv: list[str] | None = None) -> int:
             res["a_echo"] = bench_throughput(tmp, opts, echo=True)
             print(f"(a) bare echo: {res['a_echo']['per_s']:.0f} calls/s", file=sys.stderr)
         if "b" in only:
-            res["b"] = bench_open_loop(tmp, opts, opts["rate"])
-            print(f"(b) p99 {ms(res['b']['p99_s'])}", file=sys.stderr)
+            res["b"] = median_round([bench_open_loop(tmp, opts, opts["rate"])
+                                     for _ in range(opts["rounds"])])
+            print(f"(b) p99 {ms(res['b']['p99_s'])} (rounds: "
+                  f"{', '.join(ms(p) for p in res['b']['round_p99s'])})", file=sys.stderr)
             res["b_echo"] = bench_open_loop(tmp, opts, opts["rate"], echo=True)
             print(f"(b) bare echo: p99 {ms(res['b_echo']['p99_s'])}", file=sys.stderr)
             res["b_sweep"] = []
