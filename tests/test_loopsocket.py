@@ -138,11 +138,13 @@ def test_replies_never_swallow_the_next_request() -> None:
 
 
 class _EagerSocket(zmq.Socket):  # type: ignore[type-arg]
-    """A socket that processes its pending commands on every send, as libzmq may."""
+    """A socket that processes its pending commands after every message it sends, as
+    libzmq may: that takes the descriptor's pending edge."""
 
-    def send_multipart(self, msg_parts: Any, flags: int = 0, **kwargs: Any) -> Any:
-        result = super().send_multipart(msg_parts, flags, **kwargs)
-        self.getsockopt(zmq.EVENTS)       # takes the descriptor's pending edge
+    def send(self, data: Any, flags: int = 0, *args: Any, **kwargs: Any) -> Any:
+        result = super().send(data, flags, *args, **kwargs)
+        if not flags & zmq.SNDMORE:
+            self.getsockopt(zmq.EVENTS)
         return result
 
 
@@ -173,6 +175,41 @@ def test_a_send_between_turns_does_not_hide_a_waiting_message() -> None:
         return seen
 
     assert asyncio.run(main()) == [b"hello", b"waiting"]
+
+
+def test_a_send_at_the_end_of_a_turn_does_not_hide_a_message_that_came_meanwhile() -> None:
+    """The turn is drained, then its end (the server's commit) sends a reply that takes
+    the edge of a message arrived in between: the socket must still find it."""
+    async def main() -> list[bytes]:
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER, socket_class=_EagerSocket)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind("inproc://turn-end")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.ROUTING_ID, b"peer")
+        dealer.connect("inproc://turn-end")
+        seen: list[bytes] = []
+        reader: LoopSocket
+
+        def end_turn() -> None:
+            if seen[-1:] == [b"second"]:
+                dealer.send(b"meanwhile")             # after the turn's last read ...
+                reader.send([b"peer", b"reply"])      # ... its edge taken by the reply
+
+        reader = LoopSocket(router, lambda frames: seen.append(frames[1]), end_turn=end_turn)
+        reader.start(asyncio.get_running_loop())
+        dealer.send(b"first")                         # the first turn, then a quiet socket
+        await _until(lambda: seen == [b"first"])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        dealer.send(b"second")                        # a turn started by the descriptor
+        await _until(lambda: seen == [b"first", b"second", b"meanwhile"])
+        reader.stop()
+        ctx.destroy(0)
+        return seen
+
+    assert asyncio.run(main()) == [b"first", b"second", b"meanwhile"]
 
 
 def test_a_failing_handler_does_not_stop_the_reading() -> None:

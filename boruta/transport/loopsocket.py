@@ -16,9 +16,10 @@ end of turn.
 
 The one subtlety is ZeroMQ's edge-triggered descriptor (zmq_getsockopt,
 ZMQ_FD): it signals a *change*, and any operation on the socket, a send
-included, may consume that change. So every send schedules one more look
-at the socket in the loop's next iteration, as pyzmq's own asyncio
-integration does after each operation.
+included, may consume that change. So a send made outside a turn schedules
+one more look at the socket in the loop's next iteration, as pyzmq's own
+asyncio integration does after each operation; the sends made during a
+turn (its replies) are followed by one look at ZMQ_EVENTS when it ends.
 """
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class LoopSocket:
         self._fd = sock.getsockopt(zmq.FD)
         self._turn_scheduled = False
         self._reading = False
+        self._in_turn = False           # sends now are checked for at the turn's end
+        self._sent_in_turn = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin reading: from now on messages reach the handler."""
@@ -89,7 +92,10 @@ class LoopSocket:
             log.debug("send dropped: %s", exc)
             return False
         finally:
-            self._schedule_turn()
+            if self._in_turn:
+                self._sent_in_turn = True
+            else:
+                self._schedule_turn()
         return True
 
     # ------------------------------------------------------------------ reading
@@ -112,6 +118,21 @@ class LoopSocket:
         """Up to `turn_max` waiting messages, then end_turn(); the rest after the loop's other work."""
         if not self._reading:
             return
+        self._in_turn, self._sent_in_turn = True, False
+        try:
+            drained = self._read_and_handle()
+        finally:
+            self._in_turn = False
+        if not drained:
+            self._schedule_turn()       # more may wait: after what the turn queued
+        elif self._sent_in_turn and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # The turn's sends may have taken the edge of a message that came
+            # meanwhile. Asking now (which settles the descriptor) saves the
+            # extra loop iteration a scheduled look would cost for every call.
+            self._schedule_turn()
+
+    def _read_and_handle(self) -> bool:
+        """The turn itself; True when the socket was drained."""
         sock, handler, copy = self.sock, self.handler, self.copy
         recv, more = sock.recv, sock.getsockopt
         handled = 0
@@ -134,5 +155,4 @@ class LoopSocket:
                 self.end_turn()
             except Exception:
                 log.exception("unexpected error at the end of a turn")
-        if not drained:
-            self._schedule_turn()       # more may wait: after what the turn queued
+        return drained
