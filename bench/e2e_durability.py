@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_ssh import Child, parse_bench_args  # one child-process helper for every e2e bench
+from bench.e2e_ssh import Child, parse_bench_args, render_table, write_json  # one child-process helper for every e2e bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -393,15 +393,7 @@ def table(res: dict[str, Any], opts: dict[str, Any], markdown: bool) -> str:
                      f" / {p['history_add_s']:.2f} s", "", ""))
         rows.append(("  server process with an empty state directory",
                      f"first answer {rs['empty']['first_ping_s']:.2f} s after start", "", ""))
-    head = ("measurement", "result", "target", "met")
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)])
+    return render_table(("measurement", "result", "target", "met"), rows, markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,9 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {m['cores']} usable cores, Python {m['python']}, load average "
           f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after")
     print(table(res, opts, args.markdown))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=1, default=str)
+    write_json(args.json, res)
     return 0
 
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -84,7 +83,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.e2e_ssh import (parse_bench_args, KEY_THREADS, Child, Server, bring_idle, count_state, cpu_seconds,
-                           measure_keygen, wait_for)
+                           measure_keygen, render_table, wait_for, write_json)
 
 DEFAULT = {"procs": 3, "window": 128, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
            "sweep": "1000,2500,4000", "open_procs": 2, "parked": 300, "rounds": 3,
@@ -907,16 +906,7 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"{cpu['server']:.2f} / {cpu['dryads']:.2f} / {cpu['clients']:.2f} ms "
                      f"(busy: server {d['server_cores']:.2f} cores, "
                      f"dryads {d['dryads_cores']:.2f})", "", ""))
-    head = ("measurement", "state", "result", "target", "met")
-    if markdown:                               # Markdown drops leading spaces: mark sub-rows
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join((("↳ " + r[0].lstrip()) if r[0].startswith("    ")
-                                     else r[0], *r[1:])) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)])
+    return render_table(("measurement", "state", "result", "target", "met"), rows, markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -981,9 +971,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"({part}) first error: {r['first_error']}")
     print(f"(all servers in memory, no state_dir; load average before/after: "
           f"{m['loadavg_before'][0]:.2f} / {m['loadavg_after'][0]:.2f})")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=1, default=str)
+    write_json(args.json, res)
     return 0
 
 

@@ -60,6 +60,27 @@ QUICK = {"tunnel_mb": 256, "dryads": 20, "dryad_procs": 2, "drivers": 2, "thread
 
 # =========================================================================== processes
 
+def render_table(head: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool) -> str:
+    """The e2e benches' result table: aligned text, or Markdown (where a sub-row,
+    indented by four spaces, is marked with an arrow: Markdown drops leading spaces)."""
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join((("↳ " + r[0].lstrip()) if r[0].startswith("    ")
+                                     else r[0], *r[1:])) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
+                      *(fmt.format(*r) for r in rows)])
+
+
+def write_json(path: str | None, res: dict[str, Any]) -> None:
+    """--json FILE: the raw figures (anything not JSON by nature as its str())."""
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(res, fh, indent=1, default=str)
+
+
 def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -660,15 +681,7 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"median {d['median_s']:.2f} s = {d['median_intervals']:.2f} intervals, "
                      f"max {d['max_intervals']:.2f}", "<= 3 intervals",
                      "yes" if d["median_intervals"] <= 3 else "NO"))
-    head = ("measurement", "result", "target", "met")
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)])
+    return render_table(("measurement", "result", "target", "met"), rows, markdown)
 
 
 def parse_bench_args(prog: str, doc: str | None, only_help: str, workdir_help: str,
@@ -728,9 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(res, args.markdown))
     print(f"(cores: {res['machine']['cores']}, load average before/after: "
           f"{res['machine']['loadavg_before'][0]:.2f} / {res['machine']['loadavg_after'][0]:.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2, default=str)
+    write_json(args.json, res)
     return 0
 
 

@@ -11,13 +11,17 @@ from boruta.transport.loopsocket import LoopSocket
 DEADLINE = 20.0
 
 
-def _pair(ctx: zmq.Context[Any], endpoint: str = "tcp://127.0.0.1:*"
+def _pair(ctx: zmq.Context[Any], endpoint: str = "tcp://127.0.0.1:*", *,
+          router_class: type = zmq.Socket, dealer_id: bytes | None = None
           ) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
-    router = ctx.socket(zmq.ROUTER)
+    """A ROUTER bound at `endpoint` and a DEALER connected to it (named `dealer_id`)."""
+    router = ctx.socket(zmq.ROUTER, socket_class=router_class)
     router.setsockopt(zmq.LINGER, 0)
     router.bind(endpoint)
     dealer = ctx.socket(zmq.DEALER)
     dealer.setsockopt(zmq.LINGER, 0)
+    if dealer_id is not None:
+        dealer.setsockopt(zmq.ROUTING_ID, dealer_id)
     dealer.connect(router.getsockopt_string(zmq.LAST_ENDPOINT))
     return router, dealer
 
@@ -153,13 +157,8 @@ def test_a_send_between_turns_does_not_hide_a_waiting_message() -> None:
     the loop looks: the socket must still find the message."""
     async def main() -> list[bytes]:
         ctx = zmq.Context()
-        router = ctx.socket(zmq.ROUTER, socket_class=_EagerSocket)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind("inproc://edge")
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.ROUTING_ID, b"peer")
-        dealer.connect("inproc://edge")
+        router, dealer = _pair(ctx, "inproc://edge", router_class=_EagerSocket,
+                               dealer_id=b"peer")
         seen: list[bytes] = []
         reader = LoopSocket(router, lambda frames: seen.append(frames[1]))
         reader.start(asyncio.get_running_loop())
@@ -182,13 +181,8 @@ def test_a_send_at_the_end_of_a_turn_does_not_hide_a_message_that_came_meanwhile
     the edge of a message arrived in between: the socket must still find it."""
     async def main() -> list[bytes]:
         ctx = zmq.Context()
-        router = ctx.socket(zmq.ROUTER, socket_class=_EagerSocket)
-        router.setsockopt(zmq.LINGER, 0)
-        router.bind("inproc://turn-end")
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.ROUTING_ID, b"peer")
-        dealer.connect("inproc://turn-end")
+        router, dealer = _pair(ctx, "inproc://turn-end", router_class=_EagerSocket,
+                               dealer_id=b"peer")
         seen: list[bytes] = []
         reader: LoopSocket
 

@@ -1065,30 +1065,37 @@ class Server:
             return                                   # the request has moved on already
         if access.worker_uuid != e.worker_uuid:
             return
-        key = access.key
-        try:
-            if not isinstance(key, JobKey):
-                raise TunnelError("the worker holds no job key")
-            if not access.ssh_address:
-                raise TunnelError("the worker has no ssh address")
-            dest = P.split_host_port(access.ssh_address)
-            tunnel = self.tunnels.open(e.req_id, dest)
-        except (TunnelError, ValueError) as exc:
-            log.warning("job start failed", extra={"fields": {
-                "req_id": e.req_id, "worker_uuid": e.worker_uuid, "reason": str(exc)}})
-            self.sched.job_start_failed(e.req_id, f"cannot open tunnel: {exc}")
+        job = self._open_job(e.req_id, access, "the worker holds no job key",
+                             "job start failed", "cannot open tunnel")
+        if job is None:
             return
-        job = Job(e.req_id, e.worker_uuid, access.username, key, tunnel.port)
-        self._job_opened(job)
         log.info("job started", extra={"fields": {
-            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": tunnel.port,
+            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": job.port,
             "ssh_address": access.ssh_address, "username": access.username}})
         self._answer_acquires(job)
 
-    def _job_opened(self, job: Job) -> None:
+    def _open_job(self, req_id: int, access: AccessInfo, no_key: str, failed: str,
+                  reason: str, prefer: int | None = None) -> Job | None:
+        """Open the job's tunnel to its worker (on `prefer` if free) and book the job;
+        None when it cannot be opened (then the job start failed, in the core too)."""
+        try:
+            key = access.key
+            if not isinstance(key, JobKey):
+                raise TunnelError(no_key)
+            if not access.ssh_address:
+                raise TunnelError("the worker has no ssh address")
+            dest = P.split_host_port(access.ssh_address)
+            tunnel = self.tunnels.open(req_id, dest, prefer=prefer)
+        except (TunnelError, ValueError) as exc:
+            log.warning(failed, extra={"fields": {
+                "req_id": req_id, "worker_uuid": access.worker_uuid, "reason": str(exc)}})
+            self.sched.job_start_failed(req_id, f"{reason}: {exc}")
+            return None
+        job = Job(req_id, access.worker_uuid, access.username, key, tunnel.port)
         self.jobs[job.req_id] = job
         if self.store is not None:
             self._ports[job.req_id] = job.port
+        return job
 
     def _answer_acquires(self, job: Job) -> None:
         doc = self._access_doc(job)
@@ -1105,30 +1112,20 @@ class Server:
         if access.worker_uuid != e.worker_uuid or e.req_id in self.jobs:
             return
         old_port = self._restored_ports.pop(e.req_id, None)
-        key = access.key
-        try:
-            if not isinstance(key, JobKey):
-                raise TunnelError("the worker's job key was not kept")
-            if not access.ssh_address:
-                raise TunnelError("the worker has no ssh address")
-            dest = P.split_host_port(access.ssh_address)
-            tunnel = self.tunnels.open(e.req_id, dest, prefer=old_port)
-        except (TunnelError, ValueError) as exc:
-            log.warning("job resume failed", extra={"fields": {
-                "req_id": e.req_id, "worker_uuid": e.worker_uuid, "reason": str(exc)}})
-            self.sched.job_start_failed(e.req_id, f"cannot reopen tunnel after restart: {exc}")
+        job = self._open_job(e.req_id, access, "the worker's job key was not kept",
+                             "job resume failed", "cannot reopen tunnel after restart",
+                             prefer=old_port)
+        if job is None:
             return
-        job = Job(e.req_id, e.worker_uuid, access.username, key, tunnel.port)
-        self._job_opened(job)
-        moved = tunnel.port != old_port
+        moved = job.port != old_port
         log.info("job resumed", extra={"fields": {
-            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": tunnel.port,
+            "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": job.port,
             "old_port": old_port, "moved": moved}})
         reason = "reopened on a new port after restart" if moved else "reopened after restart"
         self._publish(lambda: (P.request_topic(e.req_id), {
             "kind": "tunnel", "id": e.req_id, "at": iso_now(), "reason": reason,
-            "worker_uuid": e.worker_uuid, "address": f"{self.cfg.public_host}:{tunnel.port}",
-            "port": tunnel.port, "old_port": old_port, "moved": moved}))
+            "worker_uuid": e.worker_uuid, "address": f"{self.cfg.public_host}:{job.port}",
+            "port": job.port, "old_port": old_port, "moved": moved}))
         self._answer_acquires(job)
 
     def _fx_finish_job(self, e: fx.FinishJob) -> None:
