@@ -27,7 +27,10 @@ sees the machine the cycles saw.
 (b) Open loop: `--open-procs` processes send NewRequest at `--rate` calls/s
     in all on a fixed schedule (interleaved, so the merged stream is even),
     whatever the replies do; latency is measured from each call's
-    *scheduled* send time (no coordinated omission). A call still
+    *scheduled* send time (no coordinated omission). With `--pin clients`
+    (the default) the client processes are held to the last CPU, so that
+    the load generator does not take the server's core (`--pin none`: no
+    pinning). A call still
     unanswered `LOST_AFTER` seconds after the last reply counts as lost
     and as an infinite latency. `--rounds` rounds, each on a fresh server;
     the judged p99 is the median of the rounds' p99s. Then the same at the
@@ -86,11 +89,11 @@ from bench.e2e_ssh import (parse_bench_args, KEY_THREADS, Child, Server, bring_i
                            measure_keygen, render_table, wait_for, write_json)
 
 DEFAULT = {"procs": 3, "window": 128, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
-           "sweep": "1000,2500,4000", "open_procs": 2, "parked": 300, "rounds": 3,
+           "sweep": "1000,2500,4000", "open_procs": 2, "pin": "clients", "parked": 300, "rounds": 3,
            "dryads": 50, "cycle_procs": 2, "cycle_conc": 100, "cycle_duration": 15.0,
            "rsa_duration": 20.0, "rsa_keys": 24}
 QUICK = {"procs": 3, "window": 128, "duration": 4.0, "warmup": 1.0, "rate": 5000.0,
-         "sweep": "", "open_procs": 2, "parked": 100, "rounds": 2,
+         "sweep": "", "open_procs": 2, "pin": "clients", "parked": 100, "rounds": 2,
          "dryads": 50, "cycle_procs": 2, "cycle_conc": 100, "cycle_duration": 5.0,
          "rsa_duration": 8.0, "rsa_keys": 6}
 PARTS = ("keys", "a", "b", "c", "ed25519", "rsa")
@@ -320,9 +323,11 @@ def echo_main(ready: Any) -> None:
 
 
 @contextlib.contextmanager
-def call_target(tmp: Path, name: str, echo: bool) -> Iterator[tuple[str, int]]:
+def call_target(tmp: Path, name: str, echo: bool,
+                settings: dict[str, Any] | None = None) -> Iterator[tuple[str, int]]:
     """(client endpoint, pid): a Boruta server with 10 registered sim dryads (in
-    MAINTENANCE: NewRequest is satisfiable and the requests stay WAITING), or echo_main."""
+    MAINTENANCE: NewRequest is satisfiable and the requests stay WAITING), or echo_main.
+    `settings` go to the server on top of BENCH_SETTINGS (e.g. a state_dir)."""
     if echo:
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
@@ -334,7 +339,8 @@ def call_target(tmp: Path, name: str, echo: bool) -> Iterator[tuple[str, int]]:
             proc.kill()
             proc.join(5)
         return
-    server = Server(tmp / f"{name}-server.log", key_type="ed25519", **BENCH_SETTINGS)
+    server = Server(tmp / f"{name}-server.log", key_type="ed25519",
+                    **{**BENCH_SETTINGS, **(settings or {})})
     dryads = None
     try:
         dryads, _ = start_dryads(tmp, server, 10, DRYAD_CAPS, name)
@@ -357,10 +363,12 @@ def cpu_sampler(pid: int, t0: float, t1: float, cpu: dict[str, float]) -> Any:
     return on_start
 
 
-def bench_throughput(tmp: Path, opts: dict[str, Any], echo: bool = False) -> dict[str, Any]:
-    """(a) against a Boruta server, or (echo) against echo_main."""
+def bench_throughput(tmp: Path, opts: dict[str, Any], echo: bool = False,
+                     settings: dict[str, Any] | None = None,
+                     name: str = "a") -> dict[str, Any]:
+    """(a) against a Boruta server (with extra `settings`), or (echo) against echo_main."""
     cpu: dict[str, float] = {}
-    with call_target(tmp, "a", echo) as (listen, pid):
+    with call_target(tmp, name, echo, settings) as (listen, pid):
         spec = {"listen": listen, "window": opts["window"], "warmup": opts["warmup"],
                 "duration": opts["duration"]}
         results, _ = run_children(
@@ -393,6 +401,8 @@ def open_loop_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out
     """Open loop: NewRequest at a fixed rate; latency from each call's scheduled time."""
     import msgpack
     import zmq
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, spec["cpus"])
     ctx, sock = _dealer(spec["listen"])
     _ping(sock)
     fd = sock.getsockopt(zmq.FD)
@@ -463,7 +473,8 @@ def bench_open_loop(tmp: Path, opts: dict[str, Any], rate: float,
     n = opts["open_procs"]
     cpu: dict[str, float] = {}
     with call_target(tmp, f"b-{rate:g}", echo) as (listen, pid):
-        specs = [{"listen": listen, "rate": rate / n, "phase": k / rate,
+        cpus = client_cpus(opts["pin"])
+        specs = [{"listen": listen, "rate": rate / n, "phase": k / rate, "cpus": cpus,
                   "warmup": opts["warmup"], "duration": opts["duration"]} for k in range(n)]
         results, _ = run_children(
             open_loop_child, specs, opts["warmup"] + opts["duration"] + 60,
@@ -474,6 +485,7 @@ def bench_open_loop(tmp: Path, opts: dict[str, Any], rate: float,
         late.frombytes(r["late"])
     run_s = opts["warmup"] + opts["duration"]
     return {"rate": rate, "procs": n, "calls": len(lat), "echo": echo,
+            "client_cpus": sorted(cpus),
             "p50_s": pct(lat, 0.5), "p99_s": pct(lat, 0.99), "p999_s": pct(lat, 0.999),
             "max_s": max(lat, default=float("nan")),
             "late_p99_s": pct(late, 0.99),
@@ -482,6 +494,15 @@ def bench_open_loop(tmp: Path, opts: dict[str, Any], rate: float,
             "first_error": next((r["first_error"] for r in results if r["first_error"]), None),
             "server_cores": (cpu.get("s1", 0.0) - cpu.get("s0", 0.0)) / opts["duration"],
             "client_cores": sum(r["cpu"] for r in results) / run_s}
+
+
+def client_cpus(pin: str) -> set[int]:
+    """The CPUs the open-loop clients are held to: with `--pin clients` (the default)
+    the last usable CPU, so that the load generator never takes the server's core (on
+    a farm the clients run elsewhere; here two unpinned senders at 5,000/s put the
+    server's p99 anywhere from 7 to 114 ms). Empty: anywhere."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return {cpus[-1]} if pin == "clients" and len(cpus) >= 2 else set()
 
 
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -827,8 +848,10 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"busy); clients {e['client_us_per_call']:.0f} us/call", "", ""))
     if "b" in res:
         b = res["b"]
+        pinned = (f", on CPU {','.join(map(str, b['client_cpus']))}" if b["client_cpus"]
+                  else "")
         rows.append((f"(b) NewRequest, open loop {b['rate']:,.0f} calls/s "
-                     f"({b['procs']} processes)", mem,
+                     f"({b['procs']} processes{pinned})", mem,
                      f"p50 {ms(b['p50_s'])}, p99 {ms(b['p99_s'])}, p99.9 {ms(b['p999_s'])}, "
                      f"max {ms(b['max_s'])} from the scheduled time; {b['calls']:,} calls, "
                      f"{b['errors']} errors, {b['lost']} never answered (counted as infinite); "

@@ -189,6 +189,28 @@ def test_failed_commit_changes_nothing(store: Store) -> None:
     assert [r["id"] for r in snap.requests] == [1] and snap.last_id == 1
 
 
+def test_commits_encode_caps_and_groups_by_value(store: Store) -> None:
+    # The encoder caches JSON texts across commits: by value, so an object changed
+    # in place, or a new one at a freed object's address, is written as it now is.
+    caps = {"device_type": "rpi4"}
+    store.commit(Changes(requests=[request(1, caps=caps, groups=("a",))]))
+    caps["device_type"] = "rpi5"
+    store.commit(Changes(requests=[request(1, caps=caps, groups=("b",)),
+                                   request(2, caps={"device_type": "rpi4"}, groups=("a",)),
+                                   request(3, caps={}, groups=())]))
+    many = range(10, 10 + 5000)                  # more distinct caps than the cache holds
+    for start in range(0, len(many), 500):
+        store.commit(Changes(requests=[request(i, caps={"n": str(i)}, groups=(str(i),))
+                                       for i in many[start:start + 500]]))
+    store.commit(Changes(requests=[request(4, caps=dict(caps), groups=["b"])]))
+    stored = {r["id"]: (r["caps"], r["groups"]) for r in store.load().requests}
+    assert stored[1] == ({"device_type": "rpi5"}, ["b"])
+    assert stored[2] == ({"device_type": "rpi4"}, ["a"])
+    assert stored[3] == ({}, [])
+    assert stored[4] == ({"device_type": "rpi5"}, ["b"])
+    assert all(stored[i] == ({"n": str(i)}, [str(i)]) for i in many)
+
+
 def test_live_requests_first_then_history_in_chunks(store: Store) -> None:
     records = [request(i, "DONE" if i % 3 else "WAITING") for i in range(1, 31)]
     records[4] = request(5, "IN PROGRESS", job_worker="w1", job_timeout=5000.0)
