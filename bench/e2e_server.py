@@ -56,10 +56,12 @@ sees the machine the cycles saw.
     steady window (after `--warmup`), and for comparison all cycles / the
     time until every worker is IDLE again. Once with Ed25519, once with
     RSA-2048 keys; the RSA figure is compared with the key-generation bound
-    measured in the same run (bench.e2e_ssh.measure_keygen: bound =
-    min(KEY_THREADS, cores) / median RSA-2048 time on one thread, KEY_THREADS
-    being the 2 threads of the server's key executor); what KEY_THREADS
-    threads make at once is printed too.
+    measured in the same run: the RSA-2048 keys/s that KEY_THREADS threads
+    (the server's key executor) make at once, here, in this process. The
+    ideal figure min(KEY_THREADS, cores) / median time of one key on one
+    thread (bench.e2e_ssh.measure_keygen) is printed too: it assumes that
+    two threads make twice what one makes, which two shared vCPUs do not
+    (measured: 1.3x to 1.5x).
 
 A benchmark never fails for being slow; the table says whether each target
 was met.
@@ -789,9 +791,10 @@ def combine_keys(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     keys = dict(before)
     for name in ("rsa_s", "rsa_mean_s", "rsa_cpu_s", "ed25519_s", "parallel_per_s"):
         keys[name] = (before[name] + after[name]) / 2
-    keys["rsa_bound_per_s"] = keys["cores_used"] / keys["rsa_s"]
+    keys["rsa_ideal_per_s"] = keys["cores_used"] / keys["rsa_s"]
+    keys["rsa_bound_per_s"] = keys["parallel_per_s"]      # what the key threads made at once
     keys["n_rsa"] = before["n_rsa"] + (after["n_rsa"] if after is not before else 0)
-    keys["bound_before_after"] = (before["rsa_bound_per_s"], after["rsa_bound_per_s"])
+    keys["bound_before_after"] = (before["parallel_per_s"], after["parallel_per_s"])
     keys["twice"] = after is not before
     return keys
 
@@ -896,11 +899,13 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"{k['key_threads']} threads at once: {k['parallel_per_s']:.1f} keys/s",
                      "", ""))
         b0, b1 = k["bound_before_after"]
-        rows.append((f"    bound on RSA cycles: min({k['key_threads']} key threads, "
-                     f"{k['cores']} cores) / median per-key time", "",
+        rows.append((f"    bound on RSA cycles: RSA-2048 keys/s of {k['key_threads']} key "
+                     "threads at once", "",
                      f"{k['rsa_bound_per_s']:.1f} cycles/s" + (
                          f" (before the cycles {b0:.1f}, after {b1:.1f})"
-                         if k.get("twice", True) else ""), "", ""))
+                         if k.get("twice", True) else "")
+                     + f"; ideal min({k['key_threads']} threads, {k['cores']} cores) / "
+                     f"median per-key time: {k['rsa_ideal_per_s']:.1f}/s", "", ""))
     for kt, label in (("ed25519", "Ed25519"), ("rsa", "RSA-2048")):
         d = res.get(kt)
         if not d:
@@ -915,8 +920,7 @@ def table(res: dict[str, Any], markdown: bool) -> str:
         elif k:
             share = d["per_s"] / k["rsa_bound_per_s"]
             rows.append((where, mem, detail + f" = {100 * share:.0f}% of the bound "
-                         f"({100 * d['per_s'] / k['parallel_per_s']:.0f}% of what "
-                         f"{k['key_threads']} threads made at once)",
+                         f"({100 * d['per_s'] / k['rsa_ideal_per_s']:.0f}% of the ideal)",
                          ">= 80% of bound", met(share >= TARGETS["rsa_share"])))
         else:
             rows.append((where, mem, detail, ">= 80% of bound", "(no bound: run with keys)"))
@@ -977,8 +981,8 @@ def main(argv: list[str] | None = None) -> int:
             # Just before and just after the RSA cycles, so that the bound sees the
             # machine the cycles saw (on a shared VM it drifts by tens of %).
             before = measure_keys(opts["rsa_keys"])
-            print(f"keys: RSA-2048 {1000 * before['rsa_s']:.1f} ms, bound "
-                  f"{before['rsa_bound_per_s']:.1f}/s", file=sys.stderr)
+            print(f"keys: RSA-2048 {1000 * before['rsa_s']:.1f} ms, "
+                  f"{before['parallel_per_s']:.1f}/s on {KEY_THREADS} threads", file=sys.stderr)
             if "rsa" in only:
                 res["rsa"] = bench_cycles(tmp, "rsa", opts["rsa_duration"], opts)
                 print(f"(d) rsa {res['rsa']['per_s']:.1f}/s", file=sys.stderr)
