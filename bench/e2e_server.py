@@ -61,7 +61,7 @@ sees the machine the cycles saw.
     ideal figure min(KEY_THREADS, cores) / median time of one key on one
     thread (bench.e2e_ssh.measure_keygen) is printed too: it assumes that
     two threads make twice what one makes, which two shared vCPUs do not
-    (measured: 1.3x to 1.5x).
+    (measured: 1.5x to 1.9x).
 
 A benchmark never fails for being slow; the table says whether each target
 was met.
