@@ -9,7 +9,8 @@ SIGKILL and started again.
   back; a TCP connection through it reaches the dryad's ssh address (an echo server).
 - Timers that passed while the server was down fire at once; a dryad that stays away
   fails its job after the grace period; old history is purged in the background and IDs
-  are never reused; a long history loads in the background while the server answers.
+  are never reused; a long history loads in the background while the server answers;
+  a server without a store keeps no record of its changes.
 - A damaged, truncated, newer or busy state directory: a clear refusal, no traceback.
 - A failing disk: `storage_failed`, nothing acknowledged, and the server recovers.
 """
@@ -478,6 +479,31 @@ def test_history_is_purged_in_the_background_and_ids_never_reused(
     assert purged()
     assert client.get_request_info(kept).state is RS.WAIT
     assert client.new_request(caps, 5, queue_unsatisfiable=True) == kept + 1
+
+
+def test_a_server_in_memory_keeps_no_record_of_changes(tmp_path: Path) -> None:
+    # Nobody drains the changes without a store: housekeeping drops them, or the IDs
+    # of every purged request would pile up for the life of the process.
+    proc = InProcess(load_server_config(None, {**FAST, "retention": 0.5, "purge_interval": 0.2}))
+    try:
+        client = Client(proc.endpoints["listen"], timeout=5, retries=1)
+        caps = unique_caps()
+        ids = [client.new_request(caps, 5, queue_unsatisfiable=True) for _ in range(20)]
+        for req_id in ids:
+            client.close_request(req_id)
+
+        def purged() -> bool:
+            try:
+                client.get_request_info(ids[-1])
+            except NotFoundError:
+                return True
+            return False
+        wait_until(purged, 10, what="the purge")
+        wait_until(lambda: proc.call(proc.server.sched.changes_pending) == 0, 10,
+                   what="housekeeping to drop the changes")
+        client.close()
+    finally:
+        proc.close()
 
 
 def test_a_long_history_loads_in_the_background(durable: Callable[..., Durable]) -> None:

@@ -702,9 +702,19 @@ class Scheduler:
         if counters != self._drained_counters:
             changes.last_id, changes.last_seq = counters
             self._drained_counters = counters
+        self.forget_changes()
+        return changes
+
+    def changes_pending(self) -> int:
+        """How many records and deletions wait for the next drain."""
+        return (len(self._dirty_requests) + len(self._dirty_workers)
+                + len(self._removed_workers) + len(self._purged))
+
+    def forget_changes(self) -> None:
+        """Drop what changed since the last drain, for a server without a store: nobody
+        drains there, and the IDs of purged requests would pile up for the process's life."""
         self._dirty_requests, self._dirty_workers = set(), set()
         self._removed_workers, self._purged = [], []
-        return changes
 
     def _peek_seq(self) -> int:
         # itertools.count cannot be read without taking a number; take it and put it back.

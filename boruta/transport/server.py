@@ -1236,6 +1236,8 @@ class Server:
                     purged = self.sched.purge_history()
                     if purged:
                         log.info("history purged", extra={"fields": {"requests": purged}})
+                if self.store is None:
+                    self.sched.forget_changes()
                 self._after_turn()
             except Exception:
                 log.exception("housekeeping failed")
