@@ -57,18 +57,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class DryadProcess:
     """`boruta dryad --config FILE` as a child process; waits for its ready line."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, ignoring: tuple[str, ...] = ()) -> None:
         self.config = config
         self.log_path = log_path
+        self.ignoring = ignoring           # signals it starts ignoring, as under nohup
         self.proc: subprocess.Popen[str] | None = None
         self.ready: dict[str, str] = {}
 
     def start(self) -> "DryadProcess":
         self._log = open(self.log_path, "a", encoding="utf-8")
-        self.proc, self.ready = spawn_until_ready(
-            [sys.executable, "-m", "boruta.cli", "dryad", "--config", str(self.config),
-             "--log-level", "debug"], self._log, "boruta dryad ready", self.log_path,
-            READY_TIMEOUT)
+        cmd = [sys.executable, "-m", "boruta.cli", "dryad", "--config", str(self.config),
+               "--log-level", "debug"]
+        if self.ignoring:
+            cmd = [sys.executable, "-c",
+                   "import os, signal, sys\n"
+                   f"for name in {list(self.ignoring)!r}:\n"
+                   "    signal.signal(getattr(signal, name), signal.SIG_IGN)\n"
+                   "os.execv(sys.argv[1], sys.argv[1:])", *cmd]
+        self.proc, self.ready = spawn_until_ready(cmd, self._log, "boruta dryad ready",
+                                                  self.log_path, READY_TIMEOUT)
         return self
 
     @property
@@ -114,8 +121,8 @@ class DryadProcess:
 def dryads(tmp_path: Path) -> Iterator[Callable[..., DryadProcess]]:
     started: list[DryadProcess] = []
 
-    def start(config: Path) -> DryadProcess:
-        d = DryadProcess(config, tmp_path / f"dryad{len(started)}.log")
+    def start(config: Path, ignoring: tuple[str, ...] = ()) -> DryadProcess:
+        d = DryadProcess(config, tmp_path / f"dryad{len(started)}.log", ignoring)
         started.append(d)
         return d.start()
 
@@ -297,6 +304,39 @@ def test_quick_restart_gets_a_fresh_session(server_factory, dryads, tmp_path: Pa
     assert worker_states_until_idle(events) == ["FAILED", "PREPARE", "IDLE"]
     events.close()
     job_works(client, caps)
+
+
+def test_commands_start_with_default_signals_when_the_dryad_ignores_them(
+        server_factory, dryads, tmp_path: Path) -> None:
+    """Started ignoring SIGHUP, SIGINT and SIGQUIT (nohup, a script's background job),
+    the dryad keeps ignoring them, but a job's commands start with the defaults, as
+    sshd's sessions do: a client's hang-up must end them."""
+    server = server_factory(**QUICK)
+    caps = unique_caps()
+    ignoring = ("SIGHUP", "SIGINT", "SIGQUIT")
+    dryad = dryads(init_config(tmp_path / "dryad.toml", server, caps), ignoring)
+    client = server.client()
+    idle(client, dryad.uuid)
+    req_id = client.new_request(caps, 4)
+    access = client.acquire_worker(req_id, timeout=10)
+    ssh = ssh_connect(*access.addr, access.username, private_key(access))
+    try:
+        status, out, err = ssh_run(ssh, "grep SigIgn /proc/self/status")
+    finally:
+        ssh.close()
+    assert status == 0, err
+    ignored_mask = int(out.split()[1], 16)
+    for name in ignoring:
+        number = getattr(signal, name)
+        assert not ignored_mask & (1 << (number - 1)), f"{name} ignored in a job's command"
+    dryad.signal(signal.SIGHUP)                  # still ignored by the agent itself
+    client.close_request(req_id)
+    wait_until(lambda: client.get_worker_info(dryad.uuid).state is WS.IDLE, 10,
+               what="the agent to prepare the worker again")
+    assert dryad.proc is not None and dryad.proc.poll() is None
+    assert "signal ignored" in dryad.log()
+    dryad.signal(signal.SIGTERM)
+    assert dryad.wait(10) == 0
 
 
 def worker_states_until_idle(events: Any, timeout: float = 10.0) -> list[str]:

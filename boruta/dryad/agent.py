@@ -340,19 +340,44 @@ def ready_line(agent: DryadAgent) -> str:
             f"ssh={agent.ssh_address}")
 
 
+# Signals the agent may have been started ignoring (under nohup, or as a background
+# job of a script) that a job's commands must not inherit ignored.
+_SESSION_SIGNALS = ("SIGHUP", "SIGQUIT")
+
+
+def _still_ignore(name: str) -> Callable[[], None]:
+    def note() -> None:
+        log.info("signal ignored, as when the dryad was started", extra={"fields": {
+            "signal": name}})
+    return note
+
+
 async def _serve(agent: DryadAgent) -> None:
     import signal
 
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handled = [signal.SIGTERM, signal.SIGINT]
+    ignored = []
+    for sig in handled:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, agent.stop)
+    # An ignored signal stays ignored across exec, a handled one is reset to the
+    # default: so the agent keeps ignoring these, by a handler, and a job's commands
+    # start with the defaults, as sshd's sessions do (a client's hang-up ends them).
+    for name in _SESSION_SIGNALS:
+        sig = getattr(signal, name)
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, _still_ignore(name))
+                ignored.append(sig)
     try:
         await agent.run()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in handled + ignored:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)          # as it was
 
 
 def run_agent(config: DryadConfig, *, log_level: str = "info", log_format: str = "text",
