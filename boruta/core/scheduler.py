@@ -45,6 +45,9 @@ from boruta.core.validation import (address_port, check_address, check_caps, che
 RS, WS = ReqState, WorkerState
 
 
+SECONDS_PER_DAY = 86_400
+
+
 def add_months(ts: float, months: int) -> float:
     """Go's AddDate(0, months, 0): the day overflows into the next month (Jan 31 -> Mar 3).
 
@@ -52,9 +55,6 @@ def add_months(ts: float, months: int) -> float:
     day alone: it is computed once per day, not once per NewRequest.
     """
     return ts + SECONDS_PER_DAY * _month_shift_days(int(ts // SECONDS_PER_DAY), months)
-
-
-SECONDS_PER_DAY = 86_400
 
 
 @functools.lru_cache(maxsize=64)
@@ -277,12 +277,10 @@ class Scheduler:
         now = self._now
         wanted = check_caps(caps)
         check_int(priority, "priority")
-        groups: tuple[str, ...] = ()
-        if owner is not None:
-            groups = self._owner_groups(owner)
-            groups = self._groups_pool.setdefault(groups, groups)
-        valid_ts = None if valid_after is None else self._optional_ts(valid_after, "valid_after")
-        deadline_ts = None if deadline is None else self._optional_ts(deadline, "deadline")
+        groups = self._owner_groups(owner)
+        groups = self._groups_pool.setdefault(groups, groups)
+        valid_ts = self._optional_ts(valid_after, "valid_after")
+        deadline_ts = self._optional_ts(deadline, "deadline")
         if deadline_ts is not None and deadline_ts < now:
             raise DeadlineInThePastError()
         if deadline_ts is not None and valid_ts is not None and valid_ts > deadline_ts:
