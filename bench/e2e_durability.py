@@ -60,6 +60,7 @@ QUICK = {"procs": 3, "window": 128, "warmup": 1.0, "drivers": 3, "threads": 2,
          "duration": 3.0, "rounds": 1, "stored": 200_000, "waiting": 20_000, "workers": 200,
          "dryads": 10}
 S5_CAPS = {"device_type": "bench-s5"}
+ANSWER_WITHIN = 60.0          # seconds a restarted server gets for each first answer
 MODES = {"off (memory)": None, "on, state_sync=full": "full", "on, state_sync=normal": "normal"}
 LOADS = ("pipelined", "blocking")
 JUDGED = ("pipelined", "on, state_sync=full")          # the (load, mode) held to the target
@@ -294,7 +295,7 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
     the history, fetched on demand while it loads), a NewRequest, and a list of every
     request (waits until the whole history is loaded)."""
     from boruta.core.types import ReqState, RequestFilter
-    from boruta.transport.client import Client
+    from boruta.transport.client import Client, ServerUnreachableError
     endpoints = loopback_endpoints()
     settings = {"state_dir": state_dir} if state_dir is not None else {}
     client = Client(endpoints["listen"], timeout=0.25, retries=1)
@@ -312,16 +313,27 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
                     raise RuntimeError(f"the server did not answer; see {server.log_file.name}")
         out["first_ping_s"] = time.perf_counter() - server.started
         if stored:
-            slow = Client(endpoints["listen"], timeout=60, retries=1)
+            # Each answer within ANSWER_WITHIN seconds, or None: a server that cannot
+            # answer in time (the plain-Python matcher rescanning 100,000 waiting
+            # requests) is reported as such, and the calls after it are not made.
+            slow = Client(endpoints["listen"], timeout=ANSWER_WITHIN, retries=1)
+            steps = [
+                ("old_request_s", lambda: slow.get_request_info(1)),
+                ("new_request_s", lambda: slow.new_request({"device_type": "bench-restart"}, 8,
+                                                           queue_unsatisfiable=True)),
+                ("full_list_s", lambda: len(slow.list_requests(
+                    RequestFilter(states=(ReqState.DONE,)))[0])),
+            ]
+            out.update(dict.fromkeys(name for name, _ in steps))
             try:
-                info = slow.get_request_info(1)
-                out["old_request_s"] = time.perf_counter() - server.started
-                out["old_request_state"] = str(info.state)
-                slow.new_request({"device_type": "bench-restart"}, 8, queue_unsatisfiable=True)
-                out["new_request_s"] = time.perf_counter() - server.started
-                items, _ = slow.list_requests(RequestFilter(states=(ReqState.DONE,)))
-                out["full_list_s"] = time.perf_counter() - server.started
-                out["done_listed"] = len(items)
+                for name, call in steps:
+                    try:
+                        answer = call()
+                    except ServerUnreachableError:
+                        break
+                    out[name] = time.perf_counter() - server.started
+                    if name == "full_list_s":
+                        out["done_listed"] = answer
             finally:
                 slow.close()
         for line in open(server.log_file.name, encoding="utf-8"):
@@ -423,12 +435,19 @@ def table(res: dict[str, Any], opts: dict[str, Any], markdown: bool) -> str:
                      + ", ".join(f"{r['first_ping_s']:.2f}" for r in rs["runs"])
                      + f"); live state restored in {b.get('restore_s_logged')} s",
                      "<= 10 s", "yes" if b["first_ping_s"] <= 10 else "NO"))
+
+        def after(seconds: float | None) -> str:
+            return (f"no answer within {ANSWER_WITHIN:g} s" if seconds is None
+                    else f"{seconds:.2f} s")
+        new_s = b["new_request_s"]
         rows.append(("  first answers needing the state: an old request's info / NewRequest",
-                     f"{b['old_request_s']:.2f} s / {b['new_request_s']:.2f} s after start",
-                     "<= 10 s", "yes" if b["new_request_s"] <= 10 else "NO"))
+                     f"{after(b['old_request_s'])} / {after(new_s)} after start",
+                     "<= 10 s", "yes" if new_s is not None and new_s <= 10 else "NO"))
+        listed = (f" (first page: {b['done_listed']:,}; loading took "
+                  f"{b.get('history_s_logged')} s in the background)"
+                  if b["full_list_s"] is not None else "")
         rows.append(("  whole history loaded (a list of the DONE requests answered)",
-                     f"{b['full_list_s']:.2f} s after start (first page: {b['done_listed']:,}; "
-                     f"loading took {b.get('history_s_logged')} s in the background); "
+                     f"{after(b['full_list_s'])} after start{listed}; "
                      f"RSS then {b.get('rss_mb', 0):.0f} MiB", "", ""))
         p = rs["profile"]
         rows.append(("  in process: live load / restore / history load / history add",
