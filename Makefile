@@ -45,7 +45,7 @@ bench-e2e: build
 	$(PY) -m bench --e2e
 
 demo: build
-	$(PY) -m boruta.demo
+	$(PY) -m boruta.sim.demo
 
 clean:
 	rm -rf $(VENV) build boruta/*.so boruta/_matcher.c *.egg-info

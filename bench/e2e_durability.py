@@ -82,7 +82,7 @@ def free_port() -> int:
 
 
 def server_cmd(endpoints: dict[str, str], **settings: Any) -> list[str]:
-    cmd = [sys.executable, "-m", "boruta.transport.server"]
+    cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
     for key, value in {**SERVER_BASE, **endpoints, **settings}.items():
         cmd += ["--set", f"{key}={value}"]
     return cmd
@@ -167,7 +167,7 @@ def blocking_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
         except RuntimeError:
             if attempt == 2:
                 raise
-    dryads = Child([sys.executable, "-m", "boruta.transport.simdryad", "--count",
+    dryads = Child([sys.executable, "-m", "boruta.sim.dryads", "--count",
                     str(opts["dryads"]), "--server", endpoints["dryad_listen"], "--caps",
                     f"device_type={S5_CAPS['device_type']}"], tmp / "s5-dryads.log")
     drivers: list[Child] = []
@@ -249,7 +249,7 @@ def build_state(state_dir: Path, stored: int, waiting: int, workers: int) -> dic
     """A state directory as a busy server would leave it, written straight with the Store."""
     from bench.farm import iter_requests, make_workers
     from boruta.core.records import Changes
-    from boruta.store import Store
+    from boruta.server.store import Store
 
     t0 = time.perf_counter()
     rng = random.Random(5)
@@ -359,7 +359,7 @@ def profile_restore(state_dir: Path) -> dict[str, float]:
     import gc
 
     from boruta.core.scheduler import Scheduler
-    from boruta.store import Store
+    from boruta.server.store import Store
     gc.disable()
     try:
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@
     python -m bench.e2e_server --json out.json  # raw figures too
 
 Every part starts a real server process on loopback (`python -m
-boruta.transport.server`, ports chosen by the server) in memory: no
+boruta.server.app`, ports chosen by the server) in memory: no
 `state_dir` (NewRequest with durability on vs off is bench/e2e_durability.py's
 part, not repeated here). The server runs with its defaults except
 `peer_rate`/`peer_burst` (raised: the default 2000 messages/s per peer
@@ -122,7 +122,7 @@ def ms(seconds: float) -> str:
 def start_dryads(tmp: Path, server: Server, count: int, caps: dict[str, str],
                  name: str) -> tuple[Child, list[str]]:
     """A `simdryad` process with `count` dryads (`--echo` stands in for sshd)."""
-    cmd = [sys.executable, "-m", "boruta.transport.simdryad", "--count", str(count),
+    cmd = [sys.executable, "-m", "boruta.sim.dryads", "--count", str(count),
            "--server", server.dryad, "--echo"]
     for key, value in caps.items():
         cmd += ["--caps", f"{key}={value}"]
@@ -293,7 +293,7 @@ def echo_main(ready: Any) -> None:
     import zmq
 
     from boruta.transport.loopsocket import LoopSocket
-    from boruta.transport.server import TURN_MAX
+    from boruta.server.app import TURN_MAX
 
     async def main() -> None:
         ctx = zmq.Context()
@@ -521,7 +521,7 @@ async def _parked(server: Server, samples: int, rounds: int) -> dict[str, Any]:
 
     from boruta.core.types import WorkerState
     from boruta.transport.client import AsyncClient, AsyncEventStream
-    from boruta.transport.simdryad import SimDryad
+    from boruta.sim.dryads import SimDryad
 
     class TimedDryad(SimDryad):
         """A simulated dryad that notes when its `prepare` replies leave."""
@@ -773,7 +773,7 @@ def bench_cycles(tmp: Path, key_type: str, duration: float, opts: dict[str, Any]
 
 def measure_keys(n_rsa: int) -> dict[str, Any]:
     """bench.e2e_ssh's measurement, plus what KEY_THREADS threads make at once."""
-    from boruta.transport.keys import generate_key
+    from boruta.server.keys import generate_key
     keys = measure_keygen(n_rsa)
     threads = KEY_THREADS
     per = max(2, n_rsa // threads)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY_THREADS = 2                  # the server's key executor (boruta.transport.server)
+KEY_THREADS = 2                  # the server's key executor (boruta.server.app)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 DEFAULT = {"tunnel_mb": 1024, "dryads": 50, "dryad_procs": 5, "drivers": 2, "threads": 8,
@@ -160,7 +160,7 @@ SERVER_BASE = {
 
 class Server(Child):
     def __init__(self, log: Path, **settings: Any) -> None:
-        cmd = [sys.executable, "-m", "boruta.transport.server"]
+        cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
         for key, value in {**SERVER_BASE, **settings}.items():
             cmd += ["--set", f"{key}={value}"]
         super().__init__(cmd, log)
@@ -207,7 +207,7 @@ def bring_idle(client: Any, uuids: list[str], caps: dict[str, str], timeout: flo
 # =========================================================================== 1. keys
 
 def measure_keygen(n_rsa: int) -> dict[str, Any]:
-    from boruta.transport.keys import generate_key
+    from boruta.server.keys import generate_key
     generate_key("rsa")
     times, cpu = [], []
     for _ in range(n_rsa):
@@ -314,7 +314,7 @@ def download(addr: tuple[str, int], total: int) -> float:
 
 
 def bench_tunnel(tmp: Path, megabytes: int) -> dict[str, Any]:
-    from boruta.transport.simdryad import SimFarm
+    from boruta.sim.dryads import SimFarm
     total = megabytes << 20
     sink = Sink()
     server = Server(tmp / "tunnel-server.log", key_type="ed25519")
@@ -545,7 +545,7 @@ def host(config_paths: list[str]) -> None:
 
     from boruta.dryad.agent import DryadAgent
     from boruta.dryad.config import load_config
-    from boruta.transport.logs import setup_logging
+    from boruta.logs import setup_logging
     setup_logging(os.environ.get("BORUTA_BENCH_LOG", "warning"))
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 

@@ -1,9 +1,9 @@
 """End-to-end test helpers: a real server process on loopback and simulated dryads.
 
-`ServerProcess` runs `python -m boruta.transport.server` on free loopback
+`ServerProcess` runs `boruta server` on free loopback
 ports (ZeroMQ's `tcp://127.0.0.1:*`; the real endpoints are read from the
 server's ready line, waited for with a deadline), logs to a file, and is
-killed on teardown whatever happens. `SimFarm` (boruta.transport.simdryad)
+killed on teardown whatever happens. `SimFarm` (boruta.sim.dryads)
 runs N simulated dryads in a background thread.
 
 Test modules import the fixtures they use:
@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from boruta.transport.client import Client
-from boruta.transport.simdryad import SimFarm
+from boruta.sim.dryads import SimFarm
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
@@ -109,7 +109,7 @@ class ServerProcess:
         self._farms: list[SimFarm] = []
 
     def start(self) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "boruta.transport.server"]
+        cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
         for key, value in self.settings.items():
             cmd += ["--set", f"{key}={value}"]
         self._log = open(self.log_path, "w", encoding="utf-8")

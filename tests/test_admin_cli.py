@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from boruta import cli
+from boruta.cli import app as cli
 from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
-from boruta.store import DB_NAME, SCHEMA_VERSION, Store
+from boruta.server.store import DB_NAME, SCHEMA_VERSION, Store
 from e2e_helpers import ROOT, ServerProcess, unique_caps
 
 

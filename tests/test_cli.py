@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from boruta import cli
+from boruta.cli import app as cli
 from boruta.core.errors import (
     BorutaError,
     DeadlineInThePastError,
@@ -885,8 +885,8 @@ def test_odd_inputs_never_trace_back(run, fake, args):
 @pytest.fixture
 def fake_server(monkeypatch):
     seen: dict[str, Any] = {}
-    config_mod = types.ModuleType("boruta.transport.config")
-    server_mod = types.ModuleType("boruta.transport.server")
+    config_mod = types.ModuleType("boruta.server.config")
+    server_mod = types.ModuleType("boruta.server.app")
 
     def load_server_config(path, overrides):
         seen["path"], seen["overrides"] = path, dict(overrides)
@@ -904,8 +904,8 @@ def fake_server(monkeypatch):
 
     config_mod.load_server_config = load_server_config
     server_mod.run_server = run_server
-    monkeypatch.setitem(sys.modules, "boruta.transport.config", config_mod)
-    monkeypatch.setitem(sys.modules, "boruta.transport.server", server_mod)
+    monkeypatch.setitem(sys.modules, "boruta.server.config", config_mod)
+    monkeypatch.setitem(sys.modules, "boruta.server.app", server_mod)
     return seen
 
 

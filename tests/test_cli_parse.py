@@ -1,11 +1,11 @@
-"""The pure parsers behind the `boruta` command line (boruta/cli_parse.py)."""
+"""The pure parsers behind the `boruta` command line (boruta/cli/parse.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from boruta import cli_parse as p
+from boruta.cli import parse as p
 from boruta.core.types import ReqState, SortInfo, WorkerState
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from boruta import cli
+from boruta.cli import app as cli
 from boruta.core.types import WorkerState
 from boruta.dryad.agent import (RETRY_BASE, RETRY_MAX, AgentError, DryadAgent, backoff_delays,
                                 ready_line)

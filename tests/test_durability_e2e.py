@@ -36,11 +36,11 @@ import pytest
 from boruta.core.errors import BorutaError, NotFoundError
 from boruta.core.records import Changes
 from boruta.core.types import ReqState, WorkerState
-from boruta.store import DB_NAME, Store
+from boruta.server.store import DB_NAME, Store
 from boruta.transport.client import Client
-from boruta.transport.config import load_server_config
-from boruta.transport.simdryad import SimFarm
-from boruta.transport.config import ServerConfig
+from boruta.server.config import load_server_config
+from boruta.sim.dryads import SimFarm
+from boruta.server.config import ServerConfig
 from e2e_helpers import FAST, ROOT, ServerProcess, child_env, unique_caps, wait_until
 
 pytestmark = pytest.mark.slow
@@ -531,7 +531,7 @@ def test_a_long_history_loads_in_the_background(durable: Callable[..., Durable])
 
 def start_refused(state_dir: Path, tmp: Path) -> str:
     """Start a server on `state_dir`: it must exit at once with a clear message."""
-    cmd = [sys.executable, "-m", "boruta.transport.server"]
+    cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
     for key, value in {**FAST, "state_dir": str(state_dir)}.items():
         cmd += ["--set", f"{key}={value}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_env(), timeout=30)
@@ -611,7 +611,7 @@ class InProcess:
     """A Server on a background thread's loop, so that a test can reach into its store."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from boruta.transport.server import Server
+        from boruta.server.app import Server
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from boruta.transport.gcfreeze import GcFreezer
+from boruta.server.gcfreeze import GcFreezer
 
 
 @pytest.fixture(autouse=True)

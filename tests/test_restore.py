@@ -15,7 +15,7 @@ from boruta.core.clock import ManualClock
 from boruta.core.errors import InMaintenanceError
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import ReqState, WorkerState
-from boruta.store import Store
+from boruta.server.store import Store
 
 
 class Durable:

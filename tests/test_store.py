@@ -13,9 +13,9 @@ import pytest
 
 from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
-from boruta.store import DB_NAME, SCHEMA_VERSION, Store, StoreError, _SCHEMA_V1
-from boruta.transport.keys import JobKey, decode_key, encode_key, generate_key
-from boruta.transport.server import _merge_changes
+from boruta.server.store import DB_NAME, SCHEMA_VERSION, Store, StoreError, _SCHEMA_V1
+from boruta.server.keys import JobKey, decode_key, encode_key, generate_key
+from boruta.server.app import _merge_changes
 
 
 def request(req_id: int, state: str = "WAITING", **extra) -> dict:
@@ -364,7 +364,7 @@ def test_merged_changes_commit_to_the_latest_state(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- configuration
 def test_state_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from boruta.transport.config import ConfigError, default_state_dir, load_server_config
+    from boruta.server.config import ConfigError, default_state_dir, load_server_config
     cfg = load_server_config(None, {})
     assert cfg.state_dir is None and not cfg.durable and cfg.state_sync == "full"
     cfg = load_server_config(None, {"state_dir": str(tmp_path), "state_sync": "NORMAL",

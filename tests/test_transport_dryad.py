@@ -160,7 +160,7 @@ def test_tunnel_that_cannot_open_leaves_nothing_behind(server_factory: Callable[
 def test_simdryad_command_runs_many_dryads(server_factory: Callable[..., ServerProcess]) -> None:
     server = server_factory(**QUICK)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "boruta.transport.simdryad", "--count", "30", "--server",
+        [sys.executable, "-m", "boruta.sim.dryads", "--count", "30", "--server",
          server.dryad, "--caps", "board=sim30", "--echo", "--seed", "7"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})

@@ -16,8 +16,8 @@ from boruta.core.types import Paginator, ReqState, RequestFilter, SortInfo, Work
 from boruta.transport import protocol as P
 from boruta.transport.client import (Client, ServerUnreachableError, WaitTimeoutError,
                                      error_from_wire, events_endpoint_for)
-from boruta.transport.config import ConfigError, ServerConfig, load_server_config
-from boruta.transport.keys import generate_key
+from boruta.server.config import ConfigError, ServerConfig, load_server_config
+from boruta.server.keys import generate_key
 
 
 # ----------------------------------------------------------------------------- codec

@@ -111,7 +111,7 @@ def test_config_file_and_bad_config(tmp_path: Path) -> None:
     config.write_text('listen = "tcp://127.0.0.1:*"\ndryad_listen = "tcp://127.0.0.1:*"\n'
                       'events = "tcp://127.0.0.1:*"\nlog_level = "warning"\n'
                       '[scheduler]\njob_timeout = 1.5\n')
-    proc = subprocess.Popen([sys.executable, "-m", "boruta.transport.server", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:", "--config",
                              str(config), "--log-format", "json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -125,7 +125,7 @@ def test_config_file_and_bad_config(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0
-    bad = subprocess.run([sys.executable, "-m", "boruta.transport.server", "--config",
+    bad = subprocess.run([sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:", "--config",
                           str(config), "--set", "heartbeat_intervall=1"],
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert bad.returncode == 2 and "heartbeat_intervall" in bad.stderr

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from boruta.transport.simdryad import echo_server
-from boruta.transport.tunnel import TunnelError, TunnelManager
+from boruta.sim.dryads import echo_server
+from boruta.server.tunnels import TunnelError, TunnelManager
 
 
 def run(coro, timeout: float = 10.0):

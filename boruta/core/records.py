@@ -1,6 +1,6 @@
 """The records the scheduler hands to a durable store, and takes back on restart.
 
-Plain data, no I/O: the store (boruta/store.py) decides how they are kept.
+Plain data, no I/O: the store (boruta/server/store.py) decides how they are kept.
 """
 from __future__ import annotations
 

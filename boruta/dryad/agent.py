@@ -2,7 +2,7 @@
 
 One asyncio loop joins the local parts of `boruta.dryad` (board, session
 backend, DryadOperations) to the server through `DryadLink`
-(boruta.transport.dryadlink), the dryad's side of the wire protocol:
+(boruta.dryad.link), the dryad's side of the wire protocol:
 
 * the agent starts the session backend (the embedded SSH server binds its
   port, or the system backend checks its tools and removes a session user
@@ -53,7 +53,7 @@ from boruta.core.errors import BorutaError
 from boruta.dryad.config import DryadConfig
 from boruta.dryad.operations import DryadOperations, HealthcheckFailed
 from boruta.transport import protocol as P
-from boruta.transport.dryadlink import DryadLink, RemoteError
+from boruta.dryad.link import DryadLink, RemoteError
 
 __all__ = ["AgentError", "DRYAD_ADDRESS", "DryadAgent", "run_agent"]
 
@@ -386,7 +386,7 @@ def run_agent(config: DryadConfig, *, log_level: str = "info", log_format: str =
 
     Raises AgentError (one line, for the caller to print) when it cannot run.
     """
-    from boruta.transport.logs import setup_logging
+    from boruta.logs import setup_logging
 
     logger = setup_logging(log_level, log_format)
     # paramiko logs every client that hangs up abruptly as an ERROR: keep it for debugging.

@@ -1,6 +1,6 @@
 """The Boruta server: one asyncio loop around the core Scheduler.
 
-Sockets (all endpoints configurable, see boruta.transport.config):
+Sockets (all endpoints configurable, see boruta.server.config):
 
 - a ROUTER for clients (Requests and Workers operations),
 - a ROUTER for dryads, which connect out as DEALER peers (register,
@@ -15,7 +15,7 @@ dryads, tunnels, parked replies, events, logs) and re-arm the one timer at
 Nothing a peer sends can stop the loop: every failure becomes an error
 reply with a stable code (docs/protocol.md).
 
-Durability (`state_dir`, boruta/store.py): a *turn* is every message that
+Durability (`state_dir`, boruta/server/store.py): a *turn* is every message that
 was already waiting on the sockets (up to TURN_MAX per socket), plus the
 timers and dryad completions of that loop iteration. Everything a turn
 sends (client replies, dryad replies, events) waits in an outbox; at the
@@ -31,7 +31,6 @@ counter (docs/operations.md).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -39,7 +38,6 @@ import itertools
 import logging
 import os
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,15 +53,15 @@ from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceErro
 from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import AccessInfo, ReqState, WorkerState, iso
-from boruta.store import Store, StoreError
+from boruta.server.store import Store, StoreError
 from boruta.transport import protocol as P
-from boruta.transport.config import (ConfigError, ServerConfig, default_state_dir,
+from boruta.server.config import (ConfigError, ServerConfig, default_state_dir,
                                      load_server_config)
-from boruta.transport.gcfreeze import GcFreezer
-from boruta.transport.keys import JobKey, KeyPool, decode_key, encode_key
-from boruta.transport.logs import setup_logging
+from boruta.server.gcfreeze import GcFreezer
+from boruta.server.keys import JobKey, KeyPool, decode_key, encode_key
+from boruta.logs import setup_logging
 from boruta.transport.loopsocket import LoopSocket
-from boruta.transport.tunnel import TunnelError, TunnelManager
+from boruta.server.tunnels import TunnelError, TunnelManager
 
 log = logging.getLogger("boruta.server")
 
@@ -1312,16 +1310,14 @@ async def serve(config: ServerConfig, ready: Callable[[Server], None] | None = N
     return 0
 
 
-def run_server(config: ServerConfig, use_default_state_dir: bool = True) -> int:
+def run_server(config: ServerConfig) -> int:
     """Blocking: logging as configured, uvloop when installed, serve until stopped.
 
-    `boruta server` keeps its state in `default_state_dir()` unless the
-    configuration names a state directory (or `:memory:`);
-    `python -m boruta.transport.server` (tests, development) keeps it in
-    memory unless told.
+    The state lives in `default_state_dir()` unless the configuration names
+    a state directory (or `:memory:`, which keeps nothing).
     """
     setup_logging(config.log_level, config.log_format, config.log_file)
-    if config.state_dir is None and use_default_state_dir:
+    if config.state_dir is None:
         config = config.replace(state_dir=default_state_dir())
     try:
         import uvloop
@@ -1337,33 +1333,3 @@ def run_server(config: ServerConfig, use_default_state_dir: bool = True) -> int:
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m boruta.transport.server",
-                                     description="Run the Boruta server.")
-    parser.add_argument("--config", help="TOML configuration file")
-    for flag in ("listen", "dryad-listen", "events", "public-host", "tunnel-host",
-                 "tunnel-ports", "key-type", "log-level", "log-format", "log-file",
-                 "state-dir"):
-        parser.add_argument(f"--{flag}")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other setting, e.g. --set heartbeat_interval=0.5")
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items()
-                                 if k not in ("config", "set") and v is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value.strip()
-    try:
-        config = load_server_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"boruta server: {exc}", file=sys.stderr)
-        return 2
-    return run_server(config, use_default_state_dir=False)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

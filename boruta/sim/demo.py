@@ -6,7 +6,7 @@ worker to IDLE, and runs a few CI-like clients that file requests, wait for
 their board, talk to it through the tunnel and close. Every decision the
 scheduler makes is printed live from the event stream; a summary follows.
 
-    python -m boruta.demo [--duration 20] [--clients 12] [--state-dir DIR]
+    python -m boruta.sim.demo [--duration 20] [--clients 12] [--state-dir DIR]
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def free(endpoint: str) -> bool:
 def start_server(state_dir: str) -> tuple[Process, dict[str, str]]:
     endpoints = DEFAULTS if all(free(e) for e in DEFAULTS) else tuple(
         "tcp://127.0.0.1:*" for _ in DEFAULTS)
-    argv = [sys.executable, "-m", "boruta.transport.server", "--listen", endpoints[0],
+    argv = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:", "--listen", endpoints[0],
             "--dryad-listen", endpoints[1], "--events", endpoints[2], "--key-type", "ed25519",
             "--state-dir", state_dir, "--log-level", "warning"]
     server = Process(argv, "boruta server ready")
@@ -104,7 +104,7 @@ def start_server(state_dir: str) -> tuple[Process, dict[str, str]]:
 def start_dryads(dryad_endpoint: str) -> list[Process]:
     dryads = []
     for count, caps in BOARDS:
-        argv = [sys.executable, "-m", "boruta.transport.simdryad", "--server", dryad_endpoint,
+        argv = [sys.executable, "-m", "boruta.sim.dryads", "--server", dryad_endpoint,
                 "--count", str(count), "--echo"]
         for key, value in caps.items():
             argv += ["--caps", f"{key}={value}"]
@@ -182,7 +182,7 @@ def workload(endpoint: str, seed: int, stop: threading.Event, stats: Counter) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m boruta.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m boruta.sim.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of workload")
     parser.add_argument("--clients", type=int, default=12, help="concurrent CI clients")
     parser.add_argument("--state-dir", help="server state directory (default: a temporary one)")

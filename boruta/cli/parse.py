@@ -1,7 +1,7 @@
 """Parsing of what people type on the `boruta` command line (pure functions).
 
 Every parser raises `ValueError` with a message fit to show to a person;
-boruta/cli.py turns that into a usage error (exit status 2).
+boruta/cli/app.py turns that into a usage error (exit status 2).
 """
 from __future__ import annotations
 

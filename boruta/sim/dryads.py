@@ -8,7 +8,7 @@ and reporting a failure (set_fail).
 
 Many dryads run in one process and one event loop:
 
-    python -m boruta.transport.simdryad --count 50 --server tcp://127.0.0.1:7176
+    python -m boruta.sim.dryads --count 50 --server tcp://127.0.0.1:7176
 
 `SimFarm` runs them in a background thread for tests (thread-safe helpers).
 """
@@ -29,8 +29,8 @@ import zmq
 import zmq.asyncio
 
 from boruta.core.errors import BorutaError
-from boruta.transport.dryadlink import NO_REPLY, DryadLink
-from boruta.transport.logs import setup_logging
+from boruta.dryad.link import NO_REPLY, DryadLink
+from boruta.logs import setup_logging
 
 log = logging.getLogger("boruta.simdryad")
 
@@ -266,7 +266,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m boruta.transport.simdryad",
+    parser = argparse.ArgumentParser(prog="python -m boruta.sim.dryads",
                                      description="Run simulated dryads against a Boruta server.")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="the server's dryad endpoint")
     parser.add_argument("--count", type=int, default=1)

@@ -5,7 +5,7 @@ machines. Exit status: 0 done, 1 the server refused the call, 2 the command
 line is wrong, 3 the server did not answer.
 
 The client comes from `make_client` (module level, so tests replace it with
-a fake); parsing lives in boruta/cli_parse.py, printing in boruta/cli_output.py.
+a fake); parsing lives in boruta/cli/parse.py, printing in boruta/cli/output.py.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from boruta import cli_output as out
-from boruta import cli_parse as parse
+from boruta.cli import output as out
+from boruta.cli import parse
 from boruta.core.errors import BorutaError
 from boruta.core.types import (
     HI_PRIO,
@@ -119,7 +119,7 @@ WAIT_TIMEOUT_HELP = "Seconds (or 10m, 2h) to wait{what}; also how long a call ma
 # --------------------------------------------------------------------------- parameter types
 
 class _ParsedType(click.ParamType):
-    """A click type over one of the pure parsers of cli_parse."""
+    """A click type over one of the pure parsers of boruta.cli.parse."""
 
     parser: Callable[[str], Any]
 
@@ -866,6 +866,9 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 @click.option("--dryad-listen", metavar="EP", help="Dryad endpoint (default tcp://*:7176).")
 @click.option("--events", "events_ep", metavar="EP", help="Event stream endpoint (default tcp://*:7177).")
 @click.option("--public-host", metavar="HOST", help="Host name clients use to reach tunnels.")
+@click.option("--set", "settings_", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the configuration file, e.g. --set heartbeat_interval=0.5 "
+                   "(repeatable; wins over the file and the flags above).")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), metavar="L",
               help="debug, info, warning, error or critical.")
 @click.option("--log-format", type=click.Choice(["json", "text"], case_sensitive=False),
@@ -874,7 +877,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
               callback=_set_json, help="Report a failure to start as a JSON document on stdout.")
 def server(config: str | None, state_dir: str | None, listen: str | None,
            dryad_listen: str | None, events_ep: str | None, public_host: str | None,
-           log_level: str | None, log_format: str | None) -> None:
+           log_level: str | None, log_format: str | None, settings_: tuple[str, ...]) -> None:
     """Run the Boruta server (until interrupted).
 
     Options given here override the configuration file.
@@ -890,12 +893,13 @@ def server(config: str | None, state_dir: str | None, listen: str | None,
         "log_level": log_level.lower() if log_level else None,
         "log_format": log_format.lower() if log_format else None,
     }.items() if v is not None}
-    try:
-        from boruta.transport.config import load_server_config
-        from boruta.transport.server import run_server
-    except ImportError as exc:
-        raise CliError(f"the server is not available in this installation ({exc})",
-                       code="unavailable", exit_code=EXIT_REFUSED) from None
+    for item in settings_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    from boruta.server.app import run_server
+    from boruta.server.config import load_server_config
     try:
         cfg = load_server_config(config, overrides)
     except BorutaError as exc:
@@ -1054,7 +1058,7 @@ def _state_dir_option(f: Callable) -> Callable:
 
 
 def _resolve_state_dir(state_dir: str | None) -> str:
-    from boruta.transport.config import default_state_dir
+    from boruta.server.config import default_state_dir
     return os.path.expanduser(state_dir) if state_dir else default_state_dir()
 
 
@@ -1074,7 +1078,7 @@ def admin_dump(state_dir: str | None, output: str | None) -> None:
     """
     import json
 
-    from boruta.store import Store, StoreError
+    from boruta.server.store import Store, StoreError
     where = _resolve_state_dir(state_dir)
     counts = {"worker": 0, "request": 0, "tunnel": 0}
     try:
@@ -1121,7 +1125,7 @@ def admin_restore(state_dir: str | None, input_: str | None) -> None:
     """
     import json
 
-    from boruta.store import Store, StoreError
+    from boruta.server.store import Store, StoreError
     where = _resolve_state_dir(state_dir)
 
     def records(stream: Any) -> Any:

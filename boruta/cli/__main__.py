@@ -1,0 +1,4 @@
+"""`python -m boruta.cli ...` is the `boruta` command."""
+from boruta.cli.app import main
+
+main()

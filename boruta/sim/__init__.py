@@ -1,0 +1,1 @@
+"""Simulated dryads and the demo farm."""
