@@ -186,8 +186,8 @@ def _dealer(endpoint: str) -> Any:
 
 def _ping(sock: Any) -> None:
     """One ping and its reply: the connection is up."""
-    from boruta.transport import protocol as P
-    sock.send(P.request_frame("warm", "ping", {}))
+    from boruta.transport import codec
+    sock.send(codec.request_frame("warm", "ping", {}))
     if not sock.poll(20000):
         raise RuntimeError("the server does not answer a ping")
     sock.recv()
@@ -198,10 +198,11 @@ class NewRequestFrames:
     generator's own cost per call is CPU the server under test does not get."""
 
     def __init__(self) -> None:
-        from boruta.transport import protocol as P
-        from boruta.transport.client import _Ops
-        self._frame = P.request_frame
-        self._args = {prio: _Ops.new_request(DRYAD_CAPS, prio).args for prio in range(1, 17)}
+        from boruta.transport import codec
+        from boruta.transport.operations import CLIENT_OPS
+        self._frame = codec.request_frame
+        self._args = {prio: CLIENT_OPS["new_request"].encode_args({"caps": DRYAD_CAPS, "priority": prio})
+                      for prio in range(1, 17)}
 
     def __call__(self, msg_id: int, priority: int) -> bytes:
         return self._frame(msg_id, "new_request", self._args[priority])
@@ -520,7 +521,8 @@ async def _parked(server: Server, samples: int, rounds: int) -> dict[str, Any]:
     import zmq.asyncio
 
     from boruta.core.types import WorkerState
-    from boruta.transport.client import AsyncClient, AsyncEventStream
+    from boruta.transport.async_client import AsyncClient
+    from boruta.transport.events import AsyncEventStream
     from boruta.sim.dryads import SimDryad
 
     class TimedDryad(SimDryad):
@@ -654,7 +656,7 @@ def _run_async(coro: Any) -> Any:
 
 def cycle_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out: Any) -> None:
     """`conc` coroutines looping job cycles on one AsyncClient until the stop time."""
-    from boruta.transport.client import AsyncClient
+    from boruta.transport.async_client import AsyncClient
 
     async def main() -> dict[str, Any]:
         # A short timeout: a call the server never answers costs a coroutine 10 s, not 60.

@@ -24,7 +24,7 @@ from boruta.dryad.board import SimulatedBoard
 from boruta.dryad.config import load_config, parse_config
 from boruta.dryad.operations import OFF, YELLOW, HealthcheckFailed
 from boruta.dryad.session import EmbeddedSSHServer
-from boruta.transport.protocol import DryadError
+from boruta.transport.errors import DryadError
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 WS = WorkerState
@@ -373,11 +373,11 @@ def test_healthcheck_failure_is_reported_and_stored(server_factory, agents) -> N
     client.set_state(uuid, "IDLE")
     wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 5, what="IDLE")
     a.board.power = True                                            # 0.25 A: healthy
-    client.healthcheck(uuid, wait=5)
+    client.healthcheck(uuid)
     assert client.get_worker_info(uuid).state is WS.IDLE
     a.board.current = 0.0                                           # DUT draws nothing
     with pytest.raises(DryadError, match="DUT current"):
-        client.healthcheck(uuid, wait=5)
+        client.healthcheck(uuid)
     info = client.get_worker_info(uuid)
     assert info.state is WS.FAIL
     assert "DUT current 0.000 A is outside [0.1, 5] A" in info.fail_reason

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from boruta.core.types import ReqState, WorkerState
-from boruta.transport.protocol import DryadError
+from boruta.transport.errors import DryadError
 from e2e_helpers import ROOT, ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow

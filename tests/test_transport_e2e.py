@@ -13,7 +13,7 @@ from boruta.core.errors import (NotFoundError, NoMatchingWorkerError, WorkerNotA
 from boruta.core.types import ReqState, RequestFilter, SortInfo, WorkerState
 from boruta.transport import AsyncClient
 from boruta.transport.client import WaitTimeoutError
-from boruta.transport.protocol import RequestEndedError
+from boruta.transport.errors import RequestEndedError
 from e2e_helpers import ServerProcess, shared_server, unique_caps, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -12,25 +12,26 @@ from cryptography.hazmat.primitives import serialization
 
 from boruta.core.errors import (BadArgumentError, BorutaError, NotFoundError,
                                 PriorityError, WrongListDirectionError, WrongSortOrderError)
-from boruta.core.types import Paginator, ReqState, RequestFilter, SortInfo, WorkerFilter
-from boruta.transport import protocol as P
-from boruta.transport.client import (Client, ServerUnreachableError, WaitTimeoutError,
-                                     error_from_wire, events_endpoint_for)
+from boruta.core.types import Paginator, ReqState, RequestFilter, SortInfo, WorkerFilter, iso
+from boruta.transport import addresses, arguments, codec, operations
+from boruta.transport.errors import FrameTooLargeError
+from boruta.transport.client import Client
+from boruta.transport.errors import ServerUnreachableError, WaitTimeoutError, error_from_wire
 from boruta.server.config import ConfigError, ServerConfig, load_server_config
 from boruta.server.keys import generate_key
 
 
 # ----------------------------------------------------------------------------- codec
 def test_request_round_trip() -> None:
-    env = P.decode(P.request_frame(7, "get_request_info", {"id": 3}))
+    env = codec.decode(codec.request_frame(7, "get_request_info", {"id": 3}))
     assert (env.id, env.op, env.args) == (7, "get_request_info", {"id": 3})
     assert env.is_request
 
 
 def test_replies_round_trip() -> None:
-    ok = P.decode(P.ok_frame("a", {"x": 1}))
+    ok = codec.decode(codec.ok_frame("a", {"x": 1}))
     assert (ok.id, ok.ok, ok.error, ok.is_request) == ("a", {"x": 1}, None, False)
-    err = P.decode(P.error_frame(5, NotFoundError("Request")))
+    err = codec.decode(codec.error_frame(5, NotFoundError("Request")))
     assert err.error == {"code": "not_found", "message": "Request not found"}
 
 
@@ -47,21 +48,21 @@ def test_replies_round_trip() -> None:
 ])
 def test_decode_rejects(payload: bytes, code: str, msg_id: object) -> None:
     with pytest.raises(BorutaError) as info:
-        P.decode(payload)
+        codec.decode(payload)
     assert info.value.code == code
     assert getattr(info.value, "msg_id", None) == msg_id
 
 
 def test_decode_size_limit() -> None:
-    frame = P.request_frame(1, "ping", {"pad": "x" * 5000})
-    with pytest.raises(P.FrameTooLargeError):
-        P.decode(frame, max_bytes=4096)
-    assert P.decode(frame, max_bytes=len(frame)).op == "ping"
+    frame = codec.request_frame(1, "ping", {"pad": "x" * 5000})
+    with pytest.raises(FrameTooLargeError):
+        codec.decode(frame, max_bytes=4096)
+    assert codec.decode(frame, max_bytes=len(frame)).op == "ping"
 
 
 # ----------------------------------------------------------------------------- arguments
 def test_op_check_missing_unknown_mistyped() -> None:
-    op = P.CLIENT_OPS["new_request"]
+    op = operations.CLIENT_OPS["new_request"]
     with pytest.raises(BadArgumentError, match="missing argument 'priority'"):
         op.check({"caps": {}})
     with pytest.raises(BadArgumentError, match="unknown argument 'prio'"):
@@ -79,45 +80,45 @@ def test_op_check_missing_unknown_mistyped() -> None:
 
 def test_times_iso_and_epoch() -> None:
     want = datetime(2027, 1, 15, 8, 0, tzinfo=timezone.utc)
-    assert P.as_time("t", "2027-01-15T08:00:00Z") == want
-    assert P.as_time("t", "2027-01-15T10:00:00+02:00") == want
-    assert P.as_time("t", "2027-01-15T08:00:00") == want                      # naive = UTC
-    assert P.as_time("t", want.timestamp()) == want
-    assert P.as_time("t", int(want.timestamp())) == want
+    assert arguments.as_time("t", "2027-01-15T08:00:00Z") == want
+    assert arguments.as_time("t", "2027-01-15T10:00:00+02:00") == want
+    assert arguments.as_time("t", "2027-01-15T08:00:00") == want                      # naive = UTC
+    assert arguments.as_time("t", want.timestamp()) == want
+    assert arguments.as_time("t", int(want.timestamp())) == want
     for bad in ("+10m", "tomorrow", True, [1], float("nan")):
         with pytest.raises(BadArgumentError):
-            P.as_time("t", bad)
-    assert P.time_out(want) == "2027-01-15T08:00:00Z"
+            arguments.as_time("t", bad)
+    assert iso(want) == "2027-01-15T08:00:00Z"
 
 
 def test_list_specs_round_trip() -> None:
     flt = RequestFilter(ids=(1, 2), priorities=(3,), states=(ReqState.WAIT, ReqState.INPROGRESS))
-    assert P.request_filter_in("f", P.request_filter_out(flt)) == flt
-    assert P.request_filter_in("f", {"states": ["wait", "In Progress"]}).states == (
+    assert arguments.request_filter_in("f", arguments.request_filter_out(flt)) == flt
+    assert arguments.request_filter_in("f", {"states": ["wait", "In Progress"]}).states == (
         ReqState.WAIT, ReqState.INPROGRESS)
     wf = WorkerFilter(groups=("g",), caps={"a": "b"})
-    assert P.worker_filter_in("f", P.worker_filter_out(wf)) == wf
+    assert arguments.worker_filter_in("f", arguments.worker_filter_out(wf)) == wf
     sorter = SortInfo("priority", True)
-    assert P.sorter_in("s", P.sorter_out(sorter)) == sorter
+    assert arguments.sorter_in("s", arguments.sorter_out(sorter)) == sorter
     pag = Paginator(5, True, 10)
-    assert P.paginator_in("p", P.paginator_out(pag), int) == pag
+    assert arguments.paginator_in("p", arguments.paginator_out(pag), int) == pag
     with pytest.raises(WrongSortOrderError):
-        P.sorter_in("s", {"item": "id", "order": "sideways"})
+        arguments.sorter_in("s", {"item": "id", "order": "sideways"})
     with pytest.raises(WrongListDirectionError):
-        P.paginator_in("p", {"direction": True}, int)
+        arguments.paginator_in("p", {"direction": True}, int)
     with pytest.raises(BadArgumentError):
-        P.paginator_in("p", {"limit": 70000}, int)
+        arguments.paginator_in("p", {"limit": 70000}, int)
     with pytest.raises(BadArgumentError):
-        P.request_filter_in("f", {"states": ["NOPE"]})
+        arguments.request_filter_in("f", {"states": ["NOPE"]})
 
 
 def test_fill_host() -> None:
-    assert P.fill_host(":22", "10.0.0.5") == "10.0.0.5:22"
-    assert P.fill_host(":22", None) == "127.0.0.1:22"
-    assert P.fill_host(":22", "fe80::1") == "[fe80::1]:22"
-    assert P.fill_host("192.168.1.2:2222", "10.0.0.5") == "192.168.1.2:2222"
-    assert P.fill_host("", "10.0.0.5") == ""                               # the core refuses it
-    assert P.split_host_port("[::1]:22") == ("::1", 22)
+    assert addresses.fill_host(":22", "10.0.0.5") == "10.0.0.5:22"
+    assert addresses.fill_host(":22", None) == "127.0.0.1:22"
+    assert addresses.fill_host(":22", "fe80::1") == "[fe80::1]:22"
+    assert addresses.fill_host("192.168.1.2:2222", "10.0.0.5") == "192.168.1.2:2222"
+    assert addresses.fill_host("", "10.0.0.5") == ""                               # the core refuses it
+    assert addresses.split_host_port("[::1]:22") == ("::1", 22)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -193,7 +194,7 @@ def test_generated_keys(kind: str, header: str, ssh_type: str) -> None:
 
 # ----------------------------------------------------------------------------- client plumbing
 def test_events_endpoint_default() -> None:
-    assert events_endpoint_for("tcp://10.1.2.3:7175") == "tcp://10.1.2.3:7177"
+    assert addresses.endpoint_with_port("tcp://10.1.2.3:7175", 7177) == "tcp://10.1.2.3:7177"
     assert Client().events_endpoint == "tcp://127.0.0.1:7177"
 
 
@@ -214,7 +215,7 @@ class _SilentRouter:
         while not self._stop.is_set():
             if self.sock.poll(50):
                 ident, payload = self.sock.recv_multipart()
-                env = P.decode(payload)
+                env = codec.decode(payload)
                 self.ops.append(env.op)
                 if self.answer is not None:
                     self.sock.send_multipart([ident, self.answer(env)])
@@ -245,10 +246,10 @@ def test_lazy_pirate_retries_reads_only() -> None:
 
 
 def test_client_ignores_stale_replies_and_raises_core_errors() -> None:
-    def answer(env: P.Envelope) -> bytes:
+    def answer(env: codec.Envelope) -> bytes:
         if env.op == "get_request_info":
-            return P.error_frame(env.id, NotFoundError("Request"))
-        return P.ok_frame(env.id, {"server": "x"})
+            return codec.error_frame(env.id, NotFoundError("Request"))
+        return codec.ok_frame(env.id, {"server": "x"})
 
     router = _SilentRouter(answer)
     try:

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from boruta.core.types import ReqState
-from boruta.transport.protocol import ShuttingDownError
+from boruta.transport.errors import ShuttingDownError
 from e2e_helpers import ROOT, ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -135,6 +135,26 @@ class WrongListDirectionError(BorutaError):
     default_message = "unknown direction (valid: forward or backward)"
 
 
+class ConfigError(BorutaError, ValueError):
+    """A configuration file, flag or variable that cannot be used; says which and why.
+
+    One class for the server's, the dryad's and the client's configuration.
+    `field` names the setting (dotted, e.g. "caps.UUID"), `source` the file.
+    """
+
+    code = "bad_config"
+    default_message = "invalid configuration"
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 source: str | None = None) -> None:
+        self.field = field
+        self.problem = message
+        self.source = source
+        where = f"{source}: " if source else ""
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
 def all_error_classes() -> list[type[BorutaError]]:
     """Every concrete error class, for the wire codec's code -> class table."""
     seen: list[type[BorutaError]] = []

@@ -52,7 +52,8 @@ import zmq.asyncio
 from boruta.core.errors import BorutaError
 from boruta.dryad.config import DryadConfig
 from boruta.dryad.operations import DryadOperations, HealthcheckFailed
-from boruta.transport import protocol as P
+from boruta.transport import addresses
+from boruta.transport.errors import UnknownOperationError
 from boruta.dryad.link import DryadLink, RemoteError
 
 __all__ = ["AgentError", "DRYAD_ADDRESS", "DryadAgent", "run_agent"]
@@ -175,7 +176,7 @@ class DryadAgent:
                 return
             assert self.ops is not None and self.session is not None
             host, port = self.config.ssh_advertised(self.session.address())
-            self.ssh_address = P.join_host_port(host, port) if host else f":{port}"
+            self.ssh_address = addresses.join_host_port(host, port) if host else f":{port}"
             if self.config.groups:
                 log.info("groups in the configuration are not sent at registration (protocol "
                          "v1 has no place for them): an administrator sets them with "
@@ -314,7 +315,7 @@ class DryadAgent:
             log.warning("healthcheck failed: %s", failure.message)
             await self.report_failure(f"healthcheck: {failure.message}")
             raise failure
-        raise P.UnknownOperationError(f"unknown command {op!r}")
+        raise UnknownOperationError(f"unknown command {op!r}")
 
     async def report_failure(self, reason: str) -> bool:
         """Tell the server this worker failed (set_fail); False if it could not be told."""

@@ -31,7 +31,8 @@ import zmq
 import zmq.asyncio
 
 from boruta.core.errors import BorutaError
-from boruta.transport import protocol as P
+from boruta.transport import codec, operations
+from boruta.transport.errors import UnknownOperationError
 
 log = logging.getLogger("boruta.dryadlink")
 
@@ -134,7 +135,7 @@ class DryadLink:
         self._pending[msg_id] = fut
         try:
             try:
-                await self.sock.send_multipart([P.request_frame(msg_id, op, args)],
+                await self.sock.send_multipart([codec.request_frame(msg_id, op, args)],
                                                flags=zmq.DONTWAIT)
             except zmq.ZMQError as exc:
                 raise _Lost(f"cannot send: {exc}") from None
@@ -211,7 +212,7 @@ class DryadLink:
         while True:
             frames = await sock.recv_multipart()
             try:
-                env = P.decode(frames[-1])
+                env = codec.decode(frames[-1])
             except BorutaError as exc:
                 log.warning("%s: bad message from the server: %s", self.name, exc)
                 continue
@@ -228,24 +229,24 @@ class DryadLink:
             else:
                 fut.set_result(env.ok)
 
-    async def _command(self, sock: zmq.asyncio.Socket, env: P.Envelope) -> None:
+    async def _command(self, sock: zmq.asyncio.Socket, env: codec.Envelope) -> None:
         assert env.op is not None and env.args is not None
         try:
-            op = P.SERVER_COMMANDS.get(env.op)
+            op = operations.SERVER_COMMANDS.get(env.op)
             if op is None:
-                raise P.UnknownOperationError(f"unknown command {env.op!r}")
+                raise UnknownOperationError(f"unknown command {env.op!r}")
             args = op.check(env.args)
             result = await self.handler(env.op, args)
             if result is NO_REPLY:
                 return
-            frame = P.ok_frame(env.id, result)
+            frame = codec.ok_frame(env.id, result)
         except asyncio.CancelledError:
             raise
         except BorutaError as exc:
-            frame = P.error_frame(env.id, exc)
+            frame = codec.error_frame(env.id, exc)
         except Exception as exc:
             log.exception("%s: command %s failed", self.name, env.op)
-            frame = P.error_frame(env.id, ("internal", str(exc)))
+            frame = codec.error_frame(env.id, ("internal", str(exc)))
         if self.sock is sock:
             with contextlib.suppress(zmq.ZMQError):
                 await sock.send_multipart([frame], flags=zmq.DONTWAIT)

@@ -54,9 +54,9 @@ from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import AccessInfo, ReqState, WorkerState, iso
 from boruta.server.store import Store, StoreError
-from boruta.transport import protocol as P
-from boruta.server.config import (ConfigError, ServerConfig, default_state_dir,
-                                     load_server_config)
+from boruta.transport import addresses, codec, documents, operations
+from boruta.transport.errors import StorageFailedError, BadFrameError, DeregisteredError, DryadError, NotRegisteredError, PROTOCOL_VERSION, RateLimitedError, RequestEndedError, ServerBusyError, ShuttingDownError, UnknownOperationError, WaitTimeoutError
+from boruta.server.config import (ConfigError, ServerConfig, default_state_dir)
 from boruta.server.gcfreeze import GcFreezer
 from boruta.server.keys import JobKey, KeyPool, decode_key, encode_key
 from boruta.logs import setup_logging
@@ -75,13 +75,6 @@ HISTORY_CHUNK = 5_000        # finished requests loaded per loop iteration after
 ID_OPS = frozenset({"update_request", "close_request", "get_request_info", "acquire_worker",
                     "prolong_access", "wait_request"})
 RESTART_REASON = "dryad did not come back after restart"
-
-
-class StorageFailedError(BorutaError):
-    """The change could not be made durable (disk full, I/O error): it was not acknowledged."""
-
-    code = "storage_failed"
-    default_message = "the server could not save its state"
 
 
 @dataclass(eq=False)
@@ -210,8 +203,8 @@ class Server:
             "set_fail": self._op_set_fail,
             "heartbeat": self._op_heartbeat,
         }
-        assert set(self._client_ops) == set(P.CLIENT_OPS)
-        assert set(self._dryad_ops) == set(P.DRYAD_OPS)
+        assert set(self._client_ops) == set(operations.CLIENT_OPS)
+        assert set(self._dryad_ops) == set(operations.DRYAD_OPS)
         self._effect_handlers: dict[type, Callable[[Any], None]] = {
             fx.RequestChanged: self._fx_request_changed,
             fx.WorkerChanged: self._fx_worker_changed,
@@ -488,7 +481,7 @@ class Server:
         held = []
         for sock, frames, ack in outbox:
             if ack is not NOT_AN_ACK:
-                sock.send([*frames[:-1], P.error_frame(ack, error)])
+                sock.send([*frames[:-1], codec.error_frame(ack, error)])
             elif sock is self.client_sock:
                 sock.send(frames)              # an error reply acknowledges nothing
             else:
@@ -524,7 +517,7 @@ class Server:
         try:
             await asyncio.wait_for(fut, self.cfg.dryad_reply_timeout)
         except asyncio.TimeoutError:
-            raise P.DryadError("the server could not save its state; command not sent") from None
+            raise DryadError("the server could not save its state; command not sent") from None
 
     def ready_line(self) -> str:
         return ("boruta server ready listen={listen} dryad={dryad} events={events}"
@@ -552,7 +545,7 @@ class Server:
         self._after_history.clear()
         for req_id in list(self.parked):
             for p in list(self.parked.get(req_id, ())):
-                self._answer(p, error=P.ShuttingDownError())
+                self._answer(p, error=ShuttingDownError())
         # Dryad commands in flight get a short grace to finish (the dryad socket is
         # still read, so their replies and completions are applied), then whatever
         # is left is cancelled.
@@ -649,11 +642,11 @@ class Server:
         if len(payload) > limit:
             return None
         try:
-            obj = P.unpack(payload)
+            obj = codec.unpack(payload)
         except BorutaError:
             return None
         msg_id = obj.get("id") if isinstance(obj, dict) else None
-        return msg_id if P._is_id(msg_id) else None
+        return msg_id if codec.is_id(msg_id) else None
 
     # ================================================================== client endpoint
     def _on_client(self, frames: list[bytes]) -> None:
@@ -665,22 +658,22 @@ class Server:
         elif len(frames) == 3 and frames[1] == b"":
             prefix, payload = (b"",), frames[2]          # a REQ peer
         else:
-            self._reply((identity, ()), P.error_frame(None, P.BadFrameError(
+            self._reply((identity, ()), codec.error_frame(None, BadFrameError(
                 f"expected one frame per message, got {len(frames) - 1}")))
             return
         route = (identity, prefix)
         if not self._allow(identity):
             self.stats.errors += 1
-            self._reply(route, P.error_frame(self._peek_id(payload, 4096), P.RateLimitedError(
+            self._reply(route, codec.error_frame(self._peek_id(payload, 4096), RateLimitedError(
                 f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
             return
         msg_id = None
         try:
-            msg_id, name, raw_args = P.decode_request(payload, self.cfg.max_frame_bytes)
-            op = P.CLIENT_OPS.get(name)
+            msg_id, name, raw_args = codec.decode_request(payload, self.cfg.max_frame_bytes)
+            op = operations.CLIENT_OPS.get(name)
             if op is None:
-                hint = " (a dryad operation: use the dryad endpoint)" if name in P.DRYAD_OPS else ""
-                raise P.UnknownOperationError(f"unknown operation {name!r}{hint}")
+                hint = " (a dryad operation: use the dryad endpoint)" if name in operations.DRYAD_OPS else ""
+                raise UnknownOperationError(f"unknown operation {name!r}{hint}")
             args = op.check(raw_args)
             if self._history_after is not None:
                 if name == "list_requests":
@@ -691,14 +684,14 @@ class Server:
             result = self._client_ops[name](route, msg_id, args)
         except BorutaError as exc:
             self.stats.errors += 1
-            self._reply(route, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
+            self._reply(route, codec.error_frame(getattr(exc, "msg_id", msg_id), exc))
         except Exception as exc:
             self.stats.errors += 1
             log.exception("internal error in a client call")
-            self._reply(route, P.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
+            self._reply(route, codec.error_frame(msg_id, ("internal", f"internal server error: {exc}")))
         else:
             if result is not PARKED:
-                self._reply(route, P.ok_frame(msg_id, result), msg_id)
+                self._reply(route, codec.ok_frame(msg_id, result), msg_id)
         self._after_turn()
 
     def _reply(self, route: tuple[bytes, tuple[bytes, ...]], frame: bytes,
@@ -708,7 +701,7 @@ class Server:
 
     # ------------------------------------------------------------------ Requests
     def _op_ping(self, route: Any, msg_id: Any, args: dict[str, Any]) -> Any:
-        return {"server": boruta.__version__, "protocol": P.PROTOCOL_VERSION,
+        return {"server": boruta.__version__, "protocol": PROTOCOL_VERSION,
                 "matcher": self.sched.matcher_kind, "endpoints": dict(self.endpoints),
                 "heartbeat_interval": self.cfg.heartbeat_interval}
 
@@ -727,11 +720,11 @@ class Server:
         return None
 
     def _op_get_request_info(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
-        return P.request_out(self.sched.get_request_info(a["id"]))
+        return documents.request_out(self.sched.get_request_info(a["id"]))
 
     def _op_list_requests(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
         items, info = self.sched.list_requests(a["filter"], a["sorter"], a["paginator"])
-        return P.list_out([P.request_out(i) for i in items], info)
+        return documents.list_out([documents.request_out(i) for i in items], info)
 
     def _op_prolong_access(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
         self.sched.prolong_access(a["id"])
@@ -746,7 +739,7 @@ class Server:
         if info.state.terminal:
             raise WorkerNotAssignedError(f"worker not assigned: request {req_id} is {info.state}")
         if timeout == 0:
-            raise P.WaitTimeout(f"request {req_id} is {info.state}: no worker assigned yet")
+            raise WaitTimeoutError(f"request {req_id} is {info.state}: no worker assigned yet")
         return self._park(Parked("acquire", req_id, route, msg_id, timeout))
 
     def _op_wait_request(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
@@ -754,27 +747,27 @@ class Server:
         states = a["states"] or ALL_BUT_WAIT
         info = self.sched.get_request_info(req_id)
         if info.state in states:
-            return P.request_out(info)
+            return documents.request_out(info)
         if info.state.terminal:
             raise self._ended(req_id, info.state, states)
         if timeout == 0:
-            raise P.WaitTimeout(f"request {req_id} is {info.state}")
+            raise WaitTimeoutError(f"request {req_id} is {info.state}")
         return self._park(Parked("wait", req_id, route, msg_id, timeout, states))
 
     @staticmethod
-    def _ended(req_id: int, state: ReqState, states: frozenset[ReqState]) -> P.RequestEndedError:
+    def _ended(req_id: int, state: ReqState, states: frozenset[ReqState]) -> RequestEndedError:
         wanted = ", ".join(sorted(str(s) for s in states))
-        return P.RequestEndedError(f"request {req_id} ended {state}; it will never be {wanted}")
+        return RequestEndedError(f"request {req_id} ended {state}; it will never be {wanted}")
 
     def _access_doc(self, job: Job) -> dict[str, Any]:
         access = AccessInfo(job.username, job.key.private_text, job.worker_uuid,
                             addr=(self.cfg.public_host, job.port), key_type=job.key.key_type)
-        return P.access_out(access, job.key.private_text, job.key.key_type)
+        return documents.access_out(access, job.key.private_text, job.key.key_type)
 
     # ------------------------------------------------------------------ parked replies
     def _park(self, parked: Parked) -> Any:
         if self.parked_count >= self.cfg.max_parked:
-            raise P.ServerBusyError(f"server busy: {self.parked_count} calls already waiting")
+            raise ServerBusyError(f"server busy: {self.parked_count} calls already waiting")
         self.parked.setdefault(parked.req_id, []).append(parked)
         self.parked_count += 1
         if parked.timeout is not None and self.loop is not None:
@@ -792,9 +785,9 @@ class Server:
         if parked.timer is not None:
             parked.timer.cancel()
         if error is not None:
-            self._reply(parked.route, P.error_frame(parked.msg_id, error))
+            self._reply(parked.route, codec.error_frame(parked.msg_id, error))
         else:
-            self._reply(parked.route, P.ok_frame(parked.msg_id, result), parked.msg_id)
+            self._reply(parked.route, codec.ok_frame(parked.msg_id, result), parked.msg_id)
 
     def _expire(self, parked: Parked) -> None:
         parked.timer = None
@@ -802,7 +795,7 @@ class Server:
             state = self.sched.request_state(parked.req_id)
         except BorutaError:
             state = None
-        self._answer(parked, error=P.WaitTimeout(
+        self._answer(parked, error=WaitTimeoutError(
             f"request {parked.req_id} still {state} after {parked.timeout:g}s"))
         self._after_turn()
 
@@ -813,17 +806,17 @@ class Server:
                     self._answer(parked, error=WorkerNotAssignedError(
                         f"worker not assigned: request {req_id} is {state}"))
             elif state in parked.states:
-                self._answer(parked, result=P.request_out(self.sched.get_request_info(req_id)))
+                self._answer(parked, result=documents.request_out(self.sched.get_request_info(req_id)))
             elif state.terminal:
                 self._answer(parked, error=self._ended(req_id, state, parked.states))
 
     # ------------------------------------------------------------------ Workers
     def _op_list_workers(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
         items, info = self.sched.list_workers(a["filter"], a["sorter"], a["paginator"])
-        return P.list_out([P.worker_out(i) for i in items], info)
+        return documents.list_out([documents.worker_out(i) for i in items], info)
 
     def _op_get_worker_info(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
-        return P.worker_out(self.sched.get_worker_info(a["uuid"]))
+        return documents.worker_out(self.sched.get_worker_info(a["uuid"]))
 
     def _op_set_state(self, route: Any, msg_id: Any, a: dict[str, Any]) -> Any:
         self.sched.set_state(a["uuid"], a["state"])
@@ -847,7 +840,7 @@ class Server:
         self._healthchecks.add(uuid)
         try:
             await self._command(uuid, "healthcheck", {})
-        except P.DryadError as exc:
+        except DryadError as exc:
             reason = f"healthcheck failed: {exc.message}"
             log.warning("healthcheck failed", extra={"fields": {"worker_uuid": uuid,
                                                                  "reason": exc.message}})
@@ -855,10 +848,10 @@ class Server:
                 self.sched.set_fail(uuid, reason)
             self._after_turn()
             if reply_to is not None:
-                self._reply(reply_to[0], P.error_frame(reply_to[1], P.DryadError(reason)))
+                self._reply(reply_to[0], codec.error_frame(reply_to[1], DryadError(reason)))
         else:
             if reply_to is not None:
-                self._reply(reply_to[0], P.ok_frame(reply_to[1], None), reply_to[1])
+                self._reply(reply_to[0], codec.ok_frame(reply_to[1], None), reply_to[1])
         finally:
             self._healthchecks.discard(uuid)
 
@@ -867,14 +860,14 @@ class Server:
         self.stats.dryad_msgs += 1
         identity = frames[0].bytes
         if len(frames) != 2:
-            self._reply_dryad(identity, P.error_frame(None, P.BadFrameError(
+            self._reply_dryad(identity, codec.error_frame(None, BadFrameError(
                 f"expected one frame per message, got {len(frames) - 1}")))
             return
         frame = frames[1]
         payload = frame.bytes
         if not self._allow(identity):
-            self._reply_dryad(identity, P.error_frame(
-                self._peek_id(payload, 4096), P.RateLimitedError(
+            self._reply_dryad(identity, codec.error_frame(
+                self._peek_id(payload, 4096), RateLimitedError(
                     f"more than {self.cfg.peer_rate:g} messages/s from this peer: slow down")))
             return
         uuid = self.identities.get(identity)
@@ -882,28 +875,28 @@ class Server:
             self.links[uuid].last_seen = time.monotonic()
         msg_id = None
         try:
-            env = P.decode(payload, self.cfg.max_frame_bytes)
+            env = codec.decode(payload, self.cfg.max_frame_bytes)
             msg_id = env.id
             if not env.is_request:
                 self._on_command_reply(identity, env)
                 return
             assert env.op is not None and env.args is not None
-            op = P.DRYAD_OPS.get(env.op)
+            op = operations.DRYAD_OPS.get(env.op)
             if op is None:
-                hint = " (a client operation: use the client endpoint)" if env.op in P.CLIENT_OPS else ""
-                raise P.UnknownOperationError(f"unknown operation {env.op!r}{hint}")
+                hint = " (a client operation: use the client endpoint)" if env.op in operations.CLIENT_OPS else ""
+                raise UnknownOperationError(f"unknown operation {env.op!r}{hint}")
             args = op.check(env.args)
             result = self._dryad_ops[env.op](identity, frame, args)
         except BorutaError as exc:
             self.stats.errors += 1
-            self._reply_dryad(identity, P.error_frame(getattr(exc, "msg_id", msg_id), exc))
+            self._reply_dryad(identity, codec.error_frame(getattr(exc, "msg_id", msg_id), exc))
         except Exception as exc:
             self.stats.errors += 1
             log.exception("internal error in a dryad call")
-            self._reply_dryad(identity, P.error_frame(
+            self._reply_dryad(identity, codec.error_frame(
                 msg_id, ("internal", f"internal server error: {exc}")))
         else:
-            self._reply_dryad(identity, P.ok_frame(msg_id, result))
+            self._reply_dryad(identity, codec.ok_frame(msg_id, result))
         self._after_turn()
 
     def _reply_dryad(self, identity: bytes, frame: bytes) -> None:
@@ -920,8 +913,8 @@ class Server:
             peer_ip = frame.get("Peer-Address")
         except Exception:
             peer_ip = None
-        dryad_address = P.fill_host(a["dryad_address"], peer_ip)
-        ssh_address = P.fill_host(a["ssh_address"], peer_ip)
+        dryad_address = addresses.fill_host(a["dryad_address"], peer_ip)
+        ssh_address = addresses.fill_host(a["ssh_address"], peer_ip)
         uuid = self.sched.register(a["caps"], dryad_address, ssh_address)
         previous = self.identities.get(identity)
         if previous is not None and previous != uuid and previous in self.links:
@@ -947,8 +940,8 @@ class Server:
         if uuid is None:
             gone = self.deregistered.get(identity)
             if gone is not None:
-                raise P.DeregisteredError(f"worker {gone} was deregistered")
-            raise P.NotRegisteredError("this dryad is not registered: send register first")
+                raise DeregisteredError(f"worker {gone} was deregistered")
+            raise NotRegisteredError("this dryad is not registered: send register first")
         return uuid
 
     def _op_set_fail(self, identity: bytes, frame: Any, a: dict[str, Any]) -> Any:
@@ -961,7 +954,7 @@ class Server:
     def _op_heartbeat(self, identity: bytes, frame: Any, a: dict[str, Any]) -> Any:
         uuid = self._registered(identity)
         if a["uuid"] is not None and a["uuid"] != uuid:
-            raise P.NotRegisteredError(f"this connection is registered as worker {uuid}")
+            raise NotRegisteredError(f"this connection is registered as worker {uuid}")
         return {}
 
     # ------------------------------------------------------------------ commands to dryads
@@ -980,22 +973,22 @@ class Server:
         await self._durable()
         link = self.links.get(uuid)
         if link is None:
-            raise P.DryadError(f"dryad of worker {uuid} is not connected")
+            raise DryadError(f"dryad of worker {uuid} is not connected")
         cmd_id = next(self._cmd_ids)
         assert self.loop is not None
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._pending[cmd_id] = (fut, link.identity)
         try:
-            if not self._send_dryad(link.identity, P.request_frame(cmd_id, op, args)):
-                raise P.DryadError(f"dryad of worker {uuid} is not connected")
+            if not self._send_dryad(link.identity, codec.request_frame(cmd_id, op, args)):
+                raise DryadError(f"dryad of worker {uuid} is not connected")
             try:
                 return await asyncio.wait_for(fut, self.cfg.dryad_reply_timeout)
             except asyncio.TimeoutError:
-                raise P.DryadError(f"no reply to {op} within {self.cfg.dryad_reply_timeout:g}s") from None
+                raise DryadError(f"no reply to {op} within {self.cfg.dryad_reply_timeout:g}s") from None
         finally:
             self._pending.pop(cmd_id, None)
 
-    def _on_command_reply(self, identity: bytes, env: P.Envelope) -> None:
+    def _on_command_reply(self, identity: bytes, env: codec.Envelope) -> None:
         pending = self._pending.get(env.id) if isinstance(env.id, int) else None
         if pending is None or pending[1] != identity:
             log.debug("late or unknown reply from a dryad", extra={"fields": {"id": env.id}})
@@ -1004,14 +997,14 @@ class Server:
         if fut.done():
             return
         if env.error is not None:
-            fut.set_exception(P.DryadError(f"{env.error['code']}: {env.error['message']}"))
+            fut.set_exception(DryadError(f"{env.error['code']}: {env.error['message']}"))
         else:
             fut.set_result(env.ok)
 
     def _fail_pending(self, identity: bytes, reason: str) -> None:
         for fut, ident in list(self._pending.values()):
             if ident == identity and not fut.done():
-                fut.set_exception(P.DryadError(reason))
+                fut.set_exception(DryadError(reason))
 
     def _drop_link(self, uuid: str, reason: str) -> DryadLink | None:
         link = self.links.pop(uuid, None)
@@ -1027,7 +1020,7 @@ class Server:
                                         {"key": key.public_openssh, "key_type": key.key_type})
             username = reply.get("username") if isinstance(reply, dict) else None
             if not isinstance(username, str) or not username:
-                raise P.DryadError("the dryad's prepare reply lacks a username")
+                raise DryadError("the dryad's prepare reply lacks a username")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1082,7 +1075,7 @@ class Server:
                 raise TunnelError(no_key)
             if not access.ssh_address:
                 raise TunnelError("the worker has no ssh address")
-            dest = P.split_host_port(access.ssh_address)
+            dest = addresses.split_host_port(access.ssh_address)
             tunnel = self.tunnels.open(req_id, dest, prefer=prefer)
         except (TunnelError, ValueError) as exc:
             log.warning(failed, extra={"fields": {
@@ -1120,7 +1113,7 @@ class Server:
             "req_id": e.req_id, "worker_uuid": e.worker_uuid, "tunnel_port": job.port,
             "old_port": old_port, "moved": moved}})
         reason = "reopened on a new port after restart" if moved else "reopened after restart"
-        self._publish(lambda: (P.request_topic(e.req_id), {
+        self._publish(lambda: (codec.request_topic(e.req_id), {
             "kind": "tunnel", "id": e.req_id, "at": iso_now(), "reason": reason,
             "worker_uuid": e.worker_uuid, "address": f"{self.cfg.public_host}:{job.port}",
             "port": job.port, "old_port": old_port, "moved": moved}))
@@ -1142,7 +1135,7 @@ class Server:
             log.info(f"request {e.req_id} {state}", extra={"fields": {
                 "event": "request", "req_id": e.req_id, "state": str(state),
                 "worker_uuid": e.worker_uuid, "reason": e.reason}})
-        self._publish(lambda: (P.request_topic(e.req_id), {
+        self._publish(lambda: (codec.request_topic(e.req_id), {
             "kind": "request", "id": e.req_id, "state": str(state), "at": iso_now(),
             "reason": e.reason, "worker_uuid": e.worker_uuid}))
         if e.req_id in self.parked:
@@ -1154,7 +1147,7 @@ class Server:
             log.info(f"worker {e.worker_uuid} {state}", extra={"fields": {
                 "event": "worker", "worker_uuid": e.worker_uuid, "state": str(state),
                 "reason": e.reason}})
-        self._publish(lambda: (P.worker_topic(e.worker_uuid), {
+        self._publish(lambda: (codec.worker_topic(e.worker_uuid), {
             "kind": "worker", "uuid": e.worker_uuid, "state": str(state), "at": iso_now(),
             "reason": e.reason}))
 
@@ -1167,7 +1160,7 @@ class Server:
         log.info(f"worker {e.worker_uuid} removed", extra={"fields": {
             "event": "worker", "worker_uuid": e.worker_uuid, "state": "REMOVED",
             "reason": "deregistered"}})
-        self._publish(lambda: (P.worker_topic(e.worker_uuid), {
+        self._publish(lambda: (codec.worker_topic(e.worker_uuid), {
             "kind": "worker", "uuid": e.worker_uuid, "state": "REMOVED", "at": iso_now(),
             "reason": "deregistered"}))
 
@@ -1180,7 +1173,7 @@ class Server:
         if self.events_sock is not None and not self._stopping and self._subscriptions:
             topic, doc = event()
             doc["seq"] = self._event_seq
-            self._send(self.events_sock, [topic, P.pack(doc)])
+            self._send(self.events_sock, [topic, codec.pack(doc)])
 
     def _on_subscription(self, frames: list[bytes]) -> None:
         """XPUB: a subscription to hello/<nonce>/ is answered on that topic (subscriber sync)."""
@@ -1189,9 +1182,9 @@ class Server:
             self._subscriptions.add(data[1:])
         elif data[:1] == b"\x00":
             self._subscriptions.discard(data[1:])
-        if data[:1] == b"\x01" and data[1:].startswith(P.TOPIC_HELLO.encode()):
+        if data[:1] == b"\x01" and data[1:].startswith(codec.TOPIC_HELLO.encode()):
             assert self.events_sock is not None
-            self.events_sock.send([data[1:], P.pack({
+            self.events_sock.send([data[1:], codec.pack({
                 "kind": "hello", "seq": self._sent_event_seq, "at": iso_now(),
                 "heartbeat_interval": self.cfg.heartbeat_interval})])
 
@@ -1220,7 +1213,7 @@ class Server:
                 if now - last_tick >= interval:
                     last_tick = now
                     if self.events_sock is not None:
-                        self.events_sock.send([P.TOPIC_TICK.encode(), P.pack({
+                        self.events_sock.send([codec.TOPIC_TICK.encode(), codec.pack({
                             "kind": "tick", "seq": self._sent_event_seq, "at": iso_now(),
                             "heartbeat_interval": interval})])
                     for ident in [i for i, b in self._buckets.items() if now - b.at > 60]:

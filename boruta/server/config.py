@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from boruta.core.config import SchedulerConfig
+from boruta.core.errors import ConfigError
 
 KEY_TYPES = {"rsa": "rsa", "ssh-rsa": "rsa", "ed25519": "ed25519", "ssh-ed25519": "ed25519"}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -44,10 +45,6 @@ def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
                                                              "state")
     return os.path.join(base, "boruta")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used (message fit for people)."""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
-"""The network layer: wire protocol, server, clients, tunnels, dryad link, simulated dryads.
+"""The wire and its clients: codec, operation table, errors, addresses, Client, AsyncClient.
 
-See docs/protocol.md for the messages. Public names: `Client` (blocking),
-`AsyncClient` (asyncio), `ServerUnreachableError`, `WaitTimeoutError`.
+See docs/protocol.md for the messages.
 """
-from boruta.transport.client import (AsyncClient, Client, ServerUnreachableError,
-                                     WaitTimeoutError)
+from boruta.transport.async_client import AsyncClient
+from boruta.transport.client import Client
+from boruta.transport.errors import ServerUnreachableError, WaitTimeoutError
 
 __all__ = ["AsyncClient", "Client", "ServerUnreachableError", "WaitTimeoutError"]
