@@ -652,7 +652,7 @@ def test_a_failing_disk_acknowledges_nothing_and_the_server_recovers(tmp_path: P
             client.get_request_info(first)
         assert exc.value.code == "storage_failed"
         proc.call(lambda: db.execute("PRAGMA max_page_count=1073741823"))  # space again
-        wait_until(lambda: proc.server._unsaved is None, 10, what="the retried commit")
+        wait_until(lambda: proc.server.outbox.unsaved is None, 10, what="the retried commit")
         third = client.new_request(caps, 5, queue_unsatisfiable=True)
         assert third == first + 2
         client.close()

@@ -15,7 +15,7 @@ from boruta.core.records import Changes
 from boruta.core.scheduler import Scheduler
 from boruta.server.store import DB_NAME, SCHEMA_VERSION, Store, StoreError, _SCHEMA_V1
 from boruta.server.keys import JobKey, decode_key, encode_key, generate_key
-from boruta.server.app import _merge_changes
+from boruta.server.outbox import merge_changes as _merge_changes
 
 
 def request(req_id: int, state: str = "WAITING", **extra) -> dict:

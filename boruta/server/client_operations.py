@@ -1,0 +1,87 @@
+"""What the client endpoint does for each operation of the table (`op_<name>`).
+
+Arguments arrive converted by the operation's declaration; the core checks
+its own rules and raises the error whose code the client gets. Reads return
+documents (boruta.transport.documents); parked calls go to ParkedCalls.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boruta
+from boruta.server.endpoint import Call
+from boruta.server.parked import PARKED
+from boruta.transport import documents
+from boruta.transport.errors import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from boruta.server.app import Server
+
+
+class ClientOperations:
+    def __init__(self, app: "Server") -> None:
+        self.app = app
+
+    # ------------------------------------------------------------------ requests
+    def op_ping(self, call: Call, a: dict[str, Any]) -> Any:
+        app = self.app
+        return {"server": boruta.__version__, "protocol": PROTOCOL_VERSION,
+                "matcher": app.sched.matcher_kind, "endpoints": dict(app.endpoints),
+                "heartbeat_interval": app.cfg.heartbeat_interval}
+
+    def op_new_request(self, call: Call, a: dict[str, Any]) -> Any:
+        req_id = self.app.sched.new_request(a["caps"], a["priority"], None, a["valid_after"],
+                                            a["deadline"],
+                                            queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
+        return {"id": req_id}
+
+    def op_update_request(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.update_request(a["id"], a["priority"], a["valid_after"], a["deadline"])
+        return None
+
+    def op_close_request(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.close_request(a["id"])
+        return None
+
+    def op_get_request_info(self, call: Call, a: dict[str, Any]) -> Any:
+        return documents.request_out(self.app.sched.get_request_info(a["id"]))
+
+    def op_list_requests(self, call: Call, a: dict[str, Any]) -> Any:
+        items, info = self.app.sched.list_requests(a["filter"], a["sorter"], a["paginator"])
+        return documents.list_out([documents.request_out(i) for i in items], info)
+
+    def op_acquire_worker(self, call: Call, a: dict[str, Any]) -> Any:
+        return self.app.parked.acquire(call.route, call.msg_id, a["id"], a["timeout"])
+
+    def op_prolong_access(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.prolong_access(a["id"])
+        return None
+
+    def op_wait_request(self, call: Call, a: dict[str, Any]) -> Any:
+        return self.app.parked.wait(call.route, call.msg_id, a["id"], a["states"], a["timeout"])
+
+    # ------------------------------------------------------------------ workers
+    def op_list_workers(self, call: Call, a: dict[str, Any]) -> Any:
+        items, info = self.app.sched.list_workers(a["filter"], a["sorter"], a["paginator"])
+        return documents.list_out([documents.worker_out(i) for i in items], info)
+
+    def op_get_worker_info(self, call: Call, a: dict[str, Any]) -> Any:
+        return documents.worker_out(self.app.sched.get_worker_info(a["uuid"]))
+
+    def op_set_state(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.set_state(a["uuid"], a["state"])
+        return None
+
+    def op_set_groups(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.set_groups(a["uuid"], a["groups"])
+        return None
+
+    def op_deregister(self, call: Call, a: dict[str, Any]) -> Any:
+        self.app.sched.deregister(a["uuid"])
+        return None
+
+    def op_healthcheck(self, call: Call, a: dict[str, Any]) -> Any:
+        uuid = a["uuid"]
+        self.app.sched.get_worker_info(uuid)               # not_found for unknown workers
+        self.app.spawn(self.app.dryads.healthcheck(uuid, (call.route, call.msg_id)))
+        return PARKED

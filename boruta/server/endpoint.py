@@ -1,0 +1,176 @@
+"""One ROUTER socket serving one table of operations.
+
+Both the client and the dryad endpoint work the same way, read from the
+operation table (boruta.transport.operations): a peer over its rate gets
+`rate_limited` before anything is decoded; the frame is decoded and its
+operation looked up (an operation of the other endpoint is named as such);
+the arguments are converted once by the declaration; the handler
+`op_<name>` is called; the reply (or the error, with its code) goes out with
+the turn. Nothing a peer sends escapes as an exception: a BorutaError is its
+code, anything else is `internal` and logged with its traceback.
+
+Handlers are looked up once, at construction: an operation without a
+handler, or a handler without an operation, stops the server from starting.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from boruta.core.errors import BorutaError
+from boruta.server.outbox import NOT_AN_ACK
+from boruta.server.parked import PARKED
+from boruta.transport import codec
+from boruta.transport.errors import BadFrameError, RateLimitedError, UnknownOperationError
+from boruta.transport.loopsocket import LoopSocket
+from boruta.transport.operations import Operation
+
+if TYPE_CHECKING:
+    from boruta.server.app import Server
+
+log = logging.getLogger("boruta.server")
+
+Route = tuple[bytes, tuple[bytes, ...]]      # the peer's identity, the envelope prefix
+PEEK_LIMIT = 4096                            # bytes a rate-limited frame is read for its id
+Handler = Callable[["Call", dict[str, Any]], Any]
+
+
+@dataclass(slots=True)
+class Call:
+    """Who called, and how to answer: a handler's first argument."""
+
+    route: Route
+    msg_id: Any
+    frame: Any = None            # the payload as a zmq.Frame (dryad endpoint: Peer-Address)
+
+    @property
+    def identity(self) -> bytes:
+        return self.route[0]
+
+    def peer_ip(self) -> str | None:
+        """The IP the peer connected from (None for ipc, inproc, or a copied frame)."""
+        if self.frame is None:
+            return None
+        try:
+            return self.frame.get("Peer-Address")
+        except Exception:        # zmq raises for transports without a peer address
+            return None
+
+
+def handlers_for(table: Mapping[str, Operation], handler: object) -> dict[str, Handler]:
+    """`op_<name>` of `handler` for every operation of `table`; both sets must be equal."""
+    found = {name: getattr(handler, f"op_{name}", None) for name in table}
+    missing = sorted(name for name, method in found.items() if method is None)
+    extra = sorted(name[3:] for name in dir(handler)
+                   if name.startswith("op_") and name[3:] not in table)
+    if missing or extra:
+        raise TypeError(f"{type(handler).__name__} does not match the operation table: "
+                        f"missing {missing}, not declared {extra}")
+    return found  # type: ignore[return-value]
+
+
+class Endpoint:
+    def __init__(self, app: "Server", name: str, table: Mapping[str, Operation],
+                 handler: object, *, other_table: Mapping[str, Operation], other_name: str,
+                 acknowledges: bool, on_reply: Callable[[bytes, codec.Envelope], None] | None
+                 = None, gate: Callable[[str, dict[str, Any], list[Any]], bool] | None = None,
+                 on_message: Callable[[bytes], None] | None = None) -> None:
+        self.app = app
+        self.name = name
+        self.table = table
+        self.handlers = handlers_for(table, handler)
+        self.other_table = other_table
+        self.other_name = other_name
+        self.acknowledges = acknowledges       # success replies are acks (storage_failed)
+        self.on_reply = on_reply               # replies to our commands (dryad endpoint)
+        self.gate = gate                       # may hold a call back (history loading)
+        self.on_message = on_message           # every message from a peer (liveness)
+        self.sock: LoopSocket | None = None
+        self.messages = 0
+
+    # ------------------------------------------------------------------ replies
+    def reply(self, route: Route, msg_id: Any, result: Any = None,
+              error: BorutaError | tuple[str, str] | None = None) -> None:
+        """Answer a call; leaves with the turn, after its commit."""
+        if error is not None:
+            frame, ack = codec.error_frame(msg_id, error), NOT_AN_ACK
+        else:
+            frame = codec.ok_frame(msg_id, result)
+            ack = msg_id if self.acknowledges else NOT_AN_ACK
+        self.app.outbox.send(self.sock, [route[0], *route[1], frame], ack)
+
+    def _refuse(self, route: Route, msg_id: Any, error: BorutaError) -> None:
+        self.app.stats.errors += 1
+        self.reply(route, msg_id, error=error)
+
+    # ------------------------------------------------------------------ one message
+    def on_frames(self, frames: list[Any]) -> None:
+        """The socket's reader: one multipart message from a peer."""
+        self.messages += 1
+        raw = frames[0]
+        identity = raw if isinstance(raw, bytes) else raw.bytes
+        if len(frames) == 2:
+            route: Route = (identity, ())
+            frame = frames[1]
+        elif len(frames) == 3 and _is_empty(frames[1]) and self.acknowledges:
+            route, frame = (identity, (b"",)), frames[2]          # a REQ peer
+        else:
+            self._refuse((identity, ()), None, BadFrameError(
+                f"expected one frame per message, got {len(frames) - 1}"))
+            return
+        payload = frame if isinstance(frame, bytes) else frame.bytes
+        if not self.app.limiter.allow(identity):
+            self._refuse(route, _peek_id(payload), RateLimitedError(
+                f"more than {self.app.cfg.peer_rate:g} messages/s from this peer: slow down"))
+            return
+        if self.on_message is not None:
+            self.on_message(identity)
+        msg_id = None
+        try:
+            if self.on_reply is not None:
+                env = codec.decode(payload, self.app.cfg.max_frame_bytes)
+                msg_id = env.id
+                if not env.is_request:
+                    self.on_reply(identity, env)
+                    return
+                name, raw_args = env.op, env.args
+            else:
+                msg_id, name, raw_args = codec.decode_request(payload,
+                                                              self.app.cfg.max_frame_bytes)
+            op = self.table.get(name)  # type: ignore[arg-type]
+            if op is None:
+                hint = (f" (a {self.other_name} operation: use the {self.other_name} endpoint)"
+                        if name in self.other_table else "")
+                raise UnknownOperationError(f"unknown operation {name!r}{hint}")
+            args = op.check(raw_args)  # type: ignore[arg-type]
+            if self.gate is not None and self.gate(op.name, args, frames):
+                return
+            result = self.handlers[op.name](
+                Call(route, msg_id, None if isinstance(frame, bytes) else frame), args)
+        except BorutaError as exc:
+            self._refuse(route, getattr(exc, "msg_id", msg_id), exc)
+        except Exception as exc:
+            self.app.stats.errors += 1
+            log.exception("internal error in a %s call", self.name)
+            self.reply(route, msg_id, error=("internal", f"internal server error: {exc}"))
+        else:
+            if result is not PARKED:
+                self.reply(route, msg_id, result=result)
+        self.app.after_turn()
+
+
+def _is_empty(frame: Any) -> bool:
+    return (frame if isinstance(frame, bytes) else frame.bytes) == b""
+
+
+def _peek_id(payload: bytes) -> Any:
+    """The message id of a frame we will not process, if it is cheap to read."""
+    if len(payload) > PEEK_LIMIT:
+        return None
+    try:
+        obj = codec.unpack(payload)
+    except BorutaError:
+        return None
+    msg_id = obj.get("id") if isinstance(obj, dict) else None
+    return msg_id if codec.is_id(msg_id) else None

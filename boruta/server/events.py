@@ -1,0 +1,88 @@
+"""The event stream: one numbered event per state change, on an XPUB socket.
+
+Events are numbered (`seq`) whether or not anyone listens, so a subscriber
+can tell it lost some; they are built and packed only while someone
+subscribes, so the server's busiest calls pay nothing for them. A
+subscription to `hello/<nonce>/` is answered on that topic (the subscriber's
+proof that its subscriptions are live), and a tick goes out every heartbeat
+interval so that subscribers notice a dead server.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable
+
+from boruta.core.types import iso
+from boruta.transport import codec
+
+if TYPE_CHECKING:
+    from boruta.server.app import Server
+
+
+def iso_now() -> str:
+    return iso(datetime.now(timezone.utc)) or ""
+
+
+class EventPublisher:
+    def __init__(self, app: "Server") -> None:
+        self.app = app
+        self.seq = 0                  # the last event numbered
+        self.sent_seq = 0             # the last event that left (ticks and hellos report it)
+        # Topics someone subscribes to (XPUB reports each new subscription and the
+        # last unsubscription of a topic): with none, events are not even packed.
+        self._subscriptions: set[bytes] = set()
+
+    def publish(self, event: Callable[[], tuple[bytes, dict[str, Any]]]) -> None:
+        """Number the next event; build and send it (`event()`: topic, document) only
+        when someone subscribes."""
+        self.seq += 1
+        app = self.app
+        app.stats.events += 1
+        if app.events_sock is not None and not app.stopping and self._subscriptions:
+            topic, doc = event()
+            doc["seq"] = self.seq
+            app.outbox.send(app.events_sock, [topic, codec.pack(doc)])
+
+    def flushed(self) -> None:
+        """The outbox let the numbered events go."""
+        self.sent_seq = self.seq
+
+    def request(self, req_id: int, state: Any, reason: str | None,
+                worker_uuid: str | None) -> None:
+        self.publish(lambda: (codec.request_topic(req_id), {
+            "kind": "request", "id": req_id, "state": str(state), "at": iso_now(),
+            "reason": reason, "worker_uuid": worker_uuid}))
+
+    def worker(self, uuid: str, state: str, reason: str | None) -> None:
+        self.publish(lambda: (codec.worker_topic(uuid), {
+            "kind": "worker", "uuid": uuid, "state": state, "at": iso_now(), "reason": reason}))
+
+    def tunnel(self, req_id: int, worker_uuid: str, reason: str, port: int,
+               old_port: int | None) -> None:
+        """A job's tunnel was reopened after a restart (not a state transition)."""
+        public_host = self.app.cfg.public_host
+        self.publish(lambda: (codec.request_topic(req_id), {
+            "kind": "tunnel", "id": req_id, "at": iso_now(), "reason": reason,
+            "worker_uuid": worker_uuid, "address": f"{public_host}:{port}",
+            "port": port, "old_port": old_port, "moved": port != old_port}))
+
+    def on_subscription(self, frames: list[bytes]) -> None:
+        """XPUB: track topics; answer a subscription to hello/<nonce>/ on that topic."""
+        data = frames[0] if frames else b""
+        if data[:1] == b"\x01":
+            self._subscriptions.add(data[1:])
+        elif data[:1] == b"\x00":
+            self._subscriptions.discard(data[1:])
+        if data[:1] == b"\x01" and data[1:].startswith(codec.TOPIC_HELLO.encode()):
+            self._send_direct(data[1:], "hello")
+
+    def tick(self) -> None:
+        self._send_direct(codec.TOPIC_TICK.encode(), "tick")
+
+    def _send_direct(self, topic: bytes, kind: str) -> None:
+        """Ticks and hellos say nothing new about the books: they need no commit."""
+        sock = self.app.events_sock
+        if sock is not None:
+            sock.send([topic, codec.pack({
+                "kind": kind, "seq": self.sent_seq, "at": iso_now(),
+                "heartbeat_interval": self.app.cfg.heartbeat_interval})])
