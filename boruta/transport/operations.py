@@ -10,14 +10,13 @@ Everything reads this table: the server's endpoints dispatch from it and
 check arguments with `Operation.check`; `boruta.Client` and
 `boruta.AsyncClient` build their methods from it (boruta.transport.calls);
 the dryad link checks the server's commands with it; docs/protocol.md's
-tables are generated from it (`python -m boruta.transport.operations`) and a
+tables are generated from it (`python -m boruta.transport`) and a
 test keeps them equal; the CLI names the operation each command calls and a
 test checks every client operation has one.
 """
 from __future__ import annotations
 
 import enum
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
@@ -345,7 +344,8 @@ def markdown_table(table: Mapping[str, Operation]) -> str:
         args = ", ".join(f"`{arg.name}`{'' if arg.required else '?'} {arg.kind}"
                          for arg in op.args) or "–"
         errors = ", ".join(f"`{cls.code}`" for cls in op.errors) or "–"
-        rows.append(f"| `{op.name}` | {args} | {_cell(op.result)} | {errors} | "
+        result = f"`{op.result}`" if op.result.startswith("{") else op.result
+        rows.append(f"| `{op.name}` | {args} | {_cell(result)} | {errors} | "
                     f"{'yes' if op.idempotent else 'no'} | {'yes' if op.parks else 'no'} | "
                     f"{op.access.value} | {_cell(op.summary)} |")
     return "\n".join(rows)
@@ -355,6 +355,7 @@ def markdown_tables() -> dict[str, str]:
     return {endpoint.value: markdown_table(table) for endpoint, table in ALL_TABLES.items()}
 
 
-if __name__ == "__main__":       # python -m boruta.transport.operations: the doc tables
-    for endpoint_name, text in markdown_tables().items():
-        sys.stdout.write(f"<!-- operations:{endpoint_name} -->\n{text}\n\n")
+def markdown_block(endpoint: Endpoint) -> str:
+    """The table between its markers, as docs/protocol.md holds it."""
+    return (f"<!-- operations:{endpoint.value} (python -m boruta.transport) -->\n"
+            f"{markdown_table(ALL_TABLES[endpoint])}\n<!-- end of operations:{endpoint.value} -->")
