@@ -20,13 +20,13 @@ class AddressError(ValueError):
 
 def parse_port(text: str, *, allow_zero: bool = False) -> int:
     """A port number from ASCII digits, 1..65535 (0 too with `allow_zero`)."""
+    low = 0 if allow_zero else 1
     if not text:
         raise AddressError("no port", "port")
     if not (text.isascii() and text.isdigit()) or len(text) > 5:
-        raise AddressError(f"bad port {text!r}: use 1..{MAX_PORT}", "port")
+        raise AddressError(f"bad port {text!r}: use {low}..{MAX_PORT}", "port")
     port = int(text)
-    if port > MAX_PORT or (port == 0 and not allow_zero):
-        low = 0 if allow_zero else 1
+    if port > MAX_PORT or port < low:
         raise AddressError(f"port {port} out of range {low}..{MAX_PORT}", "port")
     return port
 

@@ -31,6 +31,8 @@ from typing import Any, Mapping
 
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import ConfigError
+from boruta.transport.addresses import (LISTEN_CLIENTS, LISTEN_DRYADS, LISTEN_EVENTS,
+                                        AddressError, parse_endpoint)
 
 KEY_TYPES = {"rsa": "rsa", "ssh-rsa": "rsa", "ed25519": "ed25519", "ssh-ed25519": "ed25519"}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -49,9 +51,9 @@ def default_state_dir() -> str:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    listen: str = "tcp://*:7175"
-    dryad_listen: str = "tcp://*:7176"
-    events: str = "tcp://*:7177"
+    listen: str = LISTEN_CLIENTS
+    dryad_listen: str = LISTEN_DRYADS
+    events: str = LISTEN_EVENTS
     public_host: str = "127.0.0.1"
     tunnel_host: str = "0.0.0.0"
     tunnel_ports: tuple[int, int] = (20000, 20999)
@@ -83,6 +85,10 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or "://" not in value:
                 raise ConfigError(f"{name}: {value!r} is not a ZeroMQ endpoint (tcp://HOST:PORT)")
+            try:
+                parse_endpoint(value, bind=True)
+            except AddressError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
         lo, hi = self.tunnel_ports
         if not (0 <= lo <= hi <= 65535) or (lo == 0 and hi != 0):
             raise ConfigError(f"tunnel_ports: bad range {lo}-{hi}")
