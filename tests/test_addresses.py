@@ -1,0 +1,81 @@
+"""The one host:port parser and the endpoint helpers built on it."""
+from __future__ import annotations
+
+import pytest
+
+from boruta.core.addresses import AddressError, join_host_port, parse_port, split_host_port
+from boruta.transport.addresses import (CLIENT_ENDPOINT, connectable_endpoint,
+                                        endpoint_with_port, fill_host, parse_endpoint)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("127.0.0.1:22", ("127.0.0.1", 22)),
+    ("board-7.lab:2222", ("board-7.lab", 2222)),
+    ("[::1]:22", ("::1", 22)),
+    ("[fe80::1%eth0]:65535", ("fe80::1%eth0", 65535)),
+])
+def test_split_host_port_accepts(text: str, want: tuple[str, int]) -> None:
+    assert split_host_port(text) == want
+    assert split_host_port(join_host_port(*want)) == want
+
+
+@pytest.mark.parametrize("text, part, words", [
+    ("h:²", "port", "bad port '²'"),                 # a superscript: isdigit() but not int()
+    ("h:١٢٣", "port", "bad port"),                   # Arabic-Indic digits
+    ("h:0", "port", "out of range 1..65535"),
+    ("h:65536", "port", "out of range"),
+    ("h:999999999999999999999", "port", "bad port"),
+    ("h:", "port", "no port"),
+    ("h", "port", "is not HOST:PORT"),
+    (":22", "host", "has no host"),
+    ("::1:22", "host", "brackets"),
+    ("[]:22", "host", "empty IPv6"),
+    ("h:-1", "port", "bad port"),
+    ("h: 22", "port", "bad port"),
+])
+def test_split_host_port_names_what_is_wrong(text: str, part: str, words: str) -> None:
+    with pytest.raises(AddressError, match=words) as caught:
+        split_host_port(text)
+    assert caught.value.part == part
+
+
+def test_split_host_port_refuses_non_text() -> None:
+    with pytest.raises(AddressError, match="must be text, not int"):
+        split_host_port(22)  # type: ignore[arg-type]
+
+
+def test_options_for_listen_addresses() -> None:
+    assert split_host_port(":22", allow_empty_host=True) == ("", 22)
+    assert split_host_port("0.0.0.0:0", allow_zero_port=True) == ("0.0.0.0", 0)
+    assert parse_port("0", allow_zero=True) == 0
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("boruta.lab:7175") == "tcp://boruta.lab:7175"
+    assert parse_endpoint(" tcp://[::1]:7175 ") == "tcp://[::1]:7175"
+    assert parse_endpoint("ipc:///run/boruta.sock") == "ipc:///run/boruta.sock"
+    assert parse_endpoint("tcp://*:*", bind=True) == "tcp://*:*"
+    for bad, words in [("", "empty endpoint"), ("udp://h:1", "invalid endpoint"),
+                       ("tcp://h:²", "bad port"), ("tcp://h:0", "out of range"),
+                       ("tcp://*:*", "bad port")]:
+        with pytest.raises(AddressError, match=words):
+            parse_endpoint(bad)
+
+
+def test_derived_endpoints() -> None:
+    assert endpoint_with_port(CLIENT_ENDPOINT, 7177) == "tcp://127.0.0.1:7177"
+    with pytest.raises(AddressError):
+        endpoint_with_port("ipc:///x", 7177)
+    assert connectable_endpoint("tcp://0.0.0.0:7177", "tcp://farm:7175") == "tcp://farm:7177"
+    assert connectable_endpoint("tcp://10.0.0.1:7177", "tcp://farm:7175") == "tcp://10.0.0.1:7177"
+    assert connectable_endpoint("tcp://0.0.0.0:²", "tcp://farm:7175") is None
+    assert connectable_endpoint(None, "tcp://farm:7175") is None
+
+
+def test_fill_host_uses_the_peer_ip_only_for_a_valid_port() -> None:
+    assert fill_host(":22", "10.1.2.3") == "10.1.2.3:22"
+    assert fill_host(":22", "fe80::2") == "[fe80::2]:22"
+    assert fill_host(":22", None) == "127.0.0.1:22"
+    assert fill_host(":²", "10.1.2.3") == ":²"            # left for the core to refuse
+    assert fill_host("h:22", "10.1.2.3") == "h:22"
+    assert fill_host(22, "10.1.2.3") == 22
