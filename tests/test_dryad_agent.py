@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from boruta.cli import app as cli
 from boruta.core.types import WorkerState
-from boruta.dryad.agent import (RETRY_BASE, RETRY_MAX, AgentError, DryadAgent, backoff_delays,
-                                ready_line)
+from boruta.dryad.agent import RETRY_BASE, RETRY_MAX, AgentError, DryadAgent, ready_line
 from boruta.dryad.board import SimulatedBoard
 from boruta.dryad.config import load_config, parse_config
+from boruta.dryad.embedded_ssh import EmbeddedSSHServer
+from boruta.dryad.link import retry_wait
 from boruta.dryad.operations import OFF, YELLOW, HealthcheckFailed
-from boruta.dryad.session import EmbeddedSSHServer
 from boruta.transport.errors import DryadError
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
@@ -220,7 +220,7 @@ def test_init_bad_choices_are_usage_errors(tmp_path: Path, capsys) -> None:
     (config_text() + '[session]\nlisten = "127.0.0.1"\n', "session.listen"),
     (config_text(colour='"red"'), "colour"),
     (config_text(server="tcp://nohost"), "server"),
-    ("this is = = not toml\n", "(file)"),
+    ("this is = = not toml\n", "not valid TOML"),
     ('[caps]\nUUID = "zz"\n', "caps.UUID"),
 ])
 def test_bad_config_is_one_line_exit_2(tmp_path: Path, capsys, text: str, field: str) -> None:
@@ -242,8 +242,11 @@ def test_missing_config_file(tmp_path: Path, capsys) -> None:
 # --------------------------------------------------------------------------- the handler
 
 def test_backoff_doubles_up_to_the_maximum() -> None:
-    assert backoff_delays(0.5, 10.0, 7) == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    assert backoff_delays()[0] == RETRY_BASE and max(backoff_delays(n=20)) == RETRY_MAX
+    assert [retry_wait(n, 0.5, 10.0) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0,
+                                                                10.0, 10.0]
+    assert retry_wait(1, RETRY_BASE, RETRY_MAX) == RETRY_BASE
+    assert retry_wait(40, RETRY_BASE, RETRY_MAX) == RETRY_MAX
+    assert retry_wait(3, 2.0, 1.0) == 2.0               # a maximum below the base: the base
 
 
 def test_handler_runs_the_operations(tmp_path: Path) -> None:
@@ -442,7 +445,7 @@ def test_ready_line_names_uuid_and_ssh_address(server_factory, agents) -> None:
 # --------------------------------------------------------------------------- fixes elsewhere
 
 def test_quick_command_does_not_overtake_the_exec_reply(monkeypatch) -> None:
-    """boruta/dryad/session.py: a command starts only after the reply to its exec
+    """boruta/dryad/embedded_ssh.py: a command starts only after the reply to its exec
     request was sent. Made deterministic by slowing the transport thread down right
     after the request callback: before the fix `true` exited and closed the channel
     before the reply, and paramiko's client raised "Channel closed."."""
@@ -450,7 +453,7 @@ def test_quick_command_does_not_overtake_the_exec_reply(monkeypatch) -> None:
 
     import paramiko
 
-    from boruta.dryad import session as S
+    from boruta.dryad import embedded_ssh as S
     original = S._Connection.check_channel_exec_request
 
     def slow(self, channel, command):

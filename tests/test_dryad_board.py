@@ -1,12 +1,12 @@
 """SimulatedBoard: state, the call record, fault injection, argument checks."""
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 
 import pytest
 
-from boruta.core.errors import BorutaError
 from boruta.dryad.board import (
     BOARD_OPERATIONS,
     OLED_TEXT_MAX,
@@ -18,10 +18,35 @@ from boruta.dryad.board import (
 from boruta.dryad.stm import StmBoard
 
 
-def test_both_backends_are_boards():
-    assert isinstance(SimulatedBoard(), Board)
-    assert all(callable(getattr(StmBoard, op)) for op in BOARD_OPERATIONS)
-    assert issubclass(BoardError, BorutaError) and BoardError.code == "board_failed"
+def _parameters(function) -> list[tuple[str, object]]:
+    return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
+
+
+def test_board_operations_are_the_protocols_methods():
+    protocol_methods = {name for name, value in vars(Board).items()
+                        if inspect.isfunction(value) and not name.startswith("_")}
+    assert set(BOARD_OPERATIONS) == protocol_methods - {"close"}
+    assert len(BOARD_OPERATIONS) == len(set(BOARD_OPERATIONS))
+
+
+@pytest.mark.parametrize("backend", [SimulatedBoard, StmBoard])
+@pytest.mark.parametrize("op", [*BOARD_OPERATIONS, "close"])
+def test_every_backend_has_every_operation_with_the_protocols_parameters(backend, op):
+    """The operations layer calls any board alike: same names, same parameters."""
+    assert _parameters(getattr(backend, op)) == _parameters(getattr(Board, op))
+
+
+def test_a_board_error_says_the_operation_the_command_and_the_reply():
+    bare = BoardError("set_led", "LED stuck")
+    assert bare.to_dict() == {"code": "board_failed", "message": "set_led: LED stuck"}
+    silent = BoardError("read_current", "timed out", command="current")
+    assert silent.message == "read_current: timed out (command 'current', no reply)"
+    answered = BoardError("oled_text", "refused", command="text 0 0 on hi",
+                          reply=["Error processing command"])
+    assert answered.message == ("oled_text: refused (command 'text 0 0 on hi', "
+                                "reply ['Error processing command'])")
+    assert (answered.op, answered.problem, answered.reply) == (
+        "oled_text", "refused", ["Error processing command"])
 
 
 def test_state_follows_the_calls():

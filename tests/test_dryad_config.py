@@ -2,23 +2,25 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import uuid
 
 import pytest
 
+from boruta.core.errors import BorutaError, ConfigError
 from boruta.dryad.board import SimulatedBoard
 from boruta.dryad.config import (
-    DEFAULT_SERVER,
-    ConfigError,
     ConfigExistsError,
     DryadConfig,
     load_config,
     parse_config,
     write_default_config,
 )
+from boruta.dryad.embedded_ssh import EmbeddedSSHServer
 from boruta.dryad.operations import DryadOperations
-from boruta.dryad.session import EmbeddedSSHServer, SystemSessionBackend
+from boruta.dryad.system_session import SystemSessionBackend
+from boruta.transport.addresses import DRYAD_ENDPOINT
 
 UUID = "6f1c9d7e-3b1a-4c2e-9f00-0123456789ab"
 
@@ -32,7 +34,7 @@ def test_default_config_round_trip(tmp_path):
     assert loaded == written
     assert str(uuid.UUID(loaded.uuid)) == loaded.uuid
     assert uuid.UUID(loaded.uuid).version == 4
-    assert loaded.server == DEFAULT_SERVER == "tcp://127.0.0.1:7176"
+    assert loaded.server == DRYAD_ENDPOINT == "tcp://127.0.0.1:7176"
     assert loaded.user == "boruta-user" and loaded.user_groups == () and loaded.groups == ()
     assert loaded.board.backend == "simulated" and loaded.board.stm_path == "/dev/ttyS2"
     assert loaded.session.backend == "embedded"
@@ -74,9 +76,12 @@ def test_written_arguments_round_trip(tmp_path):
 def test_refuses_to_overwrite(tmp_path):
     path = tmp_path / "dryad.conf"
     path.write_text("# precious\n")
-    with pytest.raises(ConfigExistsError, match="already exists") as info:
+    with pytest.raises(ConfigExistsError) as info:
         write_default_config(path)
     assert isinstance(info.value, FileExistsError) and isinstance(info.value, ConfigError)
+    assert str(info.value) == (f"{path}: already exists; not overwriting it "
+                               "(remove it first to start afresh)")
+    assert (info.value.field, info.value.source) == (None, str(path))
     assert path.read_text() == "# precious\n"
 
 
@@ -101,8 +106,10 @@ def test_write_refuses_bad_arguments_and_writes_nothing(tmp_path, kwargs, field)
 
 
 def test_write_into_a_missing_directory(tmp_path):
-    with pytest.raises(ConfigError, match="cannot write"):
-        write_default_config(tmp_path / "no" / "such" / "dir.conf")
+    target = tmp_path / "no" / "such" / "dir.conf"
+    with pytest.raises(ConfigError) as info:
+        write_default_config(target)
+    assert str(info.value) == f"{target}: cannot write: No such file or directory"
 
 
 MINIMAL = f'[caps]\nUUID = "{UUID}"\n'
@@ -131,8 +138,10 @@ def load(text: str) -> DryadConfig:
     # top level
     ('server = "tcp://host"\n', "server", "HOST:PORT"),
     ('server = "tcp://:7176"\n', "server", "no host"),
-    ('server = "tcp://h:99999"\n', "server", "port must be"),
-    ('server = "udp://h:1"\n', "server", "not an endpoint"),
+    ('server = "tcp://h:99999"\n', "server", "port 99999 out of range 1..65535"),
+    ('server = "tcp://h:\u00b2"\n', "server", "bad port '\u00b2'"),
+    ('server = "udp://h:1"\n', "server", "use tcp://HOST:PORT or ipc://PATH"),
+    ('server = "inproc://x"\n', "server", "a dryad reaches its server over tcp://"),
     ("server = 1\n", "server", "must be a string"),
     ("heartbeat_interval = 0\n", "heartbeat_interval", "positive"),
     ('heartbeat_interval = "5"\n', "heartbeat_interval", "must be a number"),
@@ -144,20 +153,26 @@ def load(text: str) -> DryadConfig:
     # [user]
     ('user = "x"\n', "user", "must be a table"),
     ("[user]\nname = \"Root User\"\n", "user.name", "not a valid user name"),
+    (f"[user]\nname = \"{'u' * 33}\"\n", "user.name", "at most 32 characters"),
     ("[user]\nname = \"a\"\ngroups = [\"\"]\n", "user.groups[0]", "non-empty"),
     ("[user]\nshell = \"/bin/sh\"\n", "user.shell", "unknown key"),
     # [board]
     ('[board]\nbackend = "gpio"\n', "board.backend", "unknown backend"),
     ("[board]\nbackend = 1\n", "board.backend", "must be a string"),
     ('[board]\nbackend = "stm"\nstm_path = ""\n', "board.stm_path", "empty"),
+    ('[board]\nstm_path = "tcp://stm:\u0663"\n', "board.stm_path", "bad port '\u0663'"),
+    ('[board]\nstm_path = "tcp://stm"\n', "board.stm_path", "'stm' is not HOST:PORT"),
     ("[board]\nstm_timeout = -1\n", "board.stm_timeout", "positive"),
     # [session]
     ('[session]\nbackend = "ssh"\n', "session.backend", "unknown backend"),
     ('[session]\nlisten = "127.0.0.1"\n', "session.listen", "HOST:PORT"),
-    ('[session]\nlisten = ":2222"\n', "session.listen", "no host"),
+    ('[session]\nlisten = ":2222"\n', "session.listen",
+     "':2222' has no host (use 0.0.0.0 for every interface)"),
     ('[session]\nlisten = "::1:22"\n', "session.listen", "brackets"),
-    ('[session]\nlisten = "h:x"\n', "session.listen", "port must be"),
-    ('[session]\nadvertise = "h:70000"\n', "session.advertise", "port must be"),
+    ('[session]\nlisten = "h:x"\n', "session.listen", "bad port 'x'"),
+    ('[session]\nlisten = "h:\u00b2"\n', "session.listen", "bad port '\u00b2'"),
+    ('[session]\nadvertise = "h:70000"\n', "session.advertise",
+     "port 70000 out of range 0..65535"),
     ('[session]\nworkdir_base = "relative/dir"\n', "session.workdir_base", "absolute"),
     ('[session]\nhost_key = "key"\n', "session.host_key", "absolute"),
     ("[session]\nport = 22\n", "session.port", "unknown key"),
@@ -168,15 +183,21 @@ def load(text: str) -> DryadConfig:
     ("[healthcheck]\npower_tick_seconds = 120\n", "healthcheck.power_tick_seconds", "at most"),
     ("[healthcheck]\ncurrent_min = 2\ncurrent_max = 1\n", "healthcheck.current_max",
      "greater than"),
-    # not TOML at all
-    ("[caps\n", "(file)", "not valid TOML"),
 ])
 def test_every_config_error_names_its_field(text, field, problem):
     with pytest.raises(ConfigError) as info:
         load(text)
     assert info.value.field == field
     assert problem in info.value.problem
-    assert str(info.value).startswith(f"{field}: ")
+    assert str(info.value) == f"{field}: {info.value.problem}"
+    assert isinstance(info.value, BorutaError) and info.value.code == "bad_config"
+
+
+def test_a_file_that_is_not_toml_is_an_error_of_the_whole_file():
+    with pytest.raises(ConfigError) as info:
+        parse_config("[caps\n", "dryad.conf")
+    assert info.value.field is None and info.value.source == "dryad.conf"
+    assert str(info.value).startswith("dryad.conf: not valid TOML: ")
 
 
 def test_error_from_a_file_names_the_file(tmp_path):
@@ -185,10 +206,12 @@ def test_error_from_a_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: board.backend: unknown backend 'fpga'")
-    with pytest.raises(ConfigError, match="no such file"):
-        load_config(tmp_path / "missing.conf")
+    missing = tmp_path / "missing.conf"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert str(info.value) == f"{missing}: no such file; `boruta dryad init` writes one"
     path.write_bytes(b"\xff\xfe")
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: not UTF-8: "):
         load_config(path)
 
 

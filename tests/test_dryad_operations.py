@@ -14,7 +14,8 @@ from fake_stm import FakeStm  # tests/ is on sys.path
 
 from boruta.dryad.board import BoardError, SimulatedBoard
 from boruta.dryad.operations import OFF, YELLOW, DryadOperations, HealthcheckFailed
-from boruta.dryad.session import EmbeddedSSHServer, SessionError
+from boruta.dryad.embedded_ssh import EmbeddedSSHServer
+from boruta.dryad.session import SessionError
 
 PERIOD = 0.01  # blink period for tests
 BLINKER = "dryad-maintenance-blinker"
@@ -37,6 +38,7 @@ class FakeSession:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.fail: Exception | None = None
+        self.reported_user: str | None = None    # what set_job_key answers (None: the user)
 
     def start(self) -> None:
         self.calls.append(("start",))
@@ -45,7 +47,7 @@ class FakeSession:
         self.calls.append(("set_job_key", user, key))
         if self.fail:
             raise self.fail
-        return user
+        return user if self.reported_user is None else self.reported_user
 
     def revoke(self) -> None:
         self.calls.append(("revoke",))
@@ -219,6 +221,21 @@ def test_prepare_reports_backend_failures(pubkey):
         session.fail = SessionError("user creation failed: command failed: x")
         with pytest.raises(SessionError, match="user creation failed"):
             await ops.prepare(pubkey)
+        await ops.close()
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("reported", ["Root", "-rf", "boruta user", "a" * 33, ""])
+def test_prepare_refuses_to_report_a_user_name_that_is_not_posix(pubkey, reported):
+    """A backend that answers a bad user name: the dryad revokes what it made and
+    tells the server it failed, rather than sending the name on to the job's owner."""
+    async def main():
+        ops, _, session = make()
+        session.reported_user = reported
+        with pytest.raises(SessionError) as info:
+            await ops.prepare(pubkey)
+        assert info.value.message.startswith(f"invalid user name {reported!r}"[:60])
+        assert session.calls == [("set_job_key", "boruta-user", pubkey), ("revoke",)]
         await ops.close()
     asyncio.run(main())
 

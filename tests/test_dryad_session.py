@@ -1,5 +1,6 @@
 """Session backends, with paramiko as a real SSH client.
 
+accounts: job keys and user names.
 EmbeddedSSHServer: exec, shell, SFTP, the one-key rule, revocation.
 SystemSessionBackend: the error tables everywhere; the real account only as
 root (marked `system`), with a throwaway user that is always removed.
@@ -21,15 +22,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from boruta.core.errors import BorutaError
-from boruta.dryad.session import (
-    EmbeddedSSHServer,
-    SessionBackend,
-    SessionError,
-    SystemSessionBackend,
-    command_error,
-    parse_public_key,
-)
+from boruta.dryad.accounts import USER_NAME_RULE, check_username, is_user_name, parse_public_key
+from boruta.dryad.embedded_ssh import EmbeddedSSHServer
+from boruta.dryad.session import SessionBackend, SessionError
+from boruta.dryad.system_session import SystemSessionBackend, command_error
 
 USER = "boruta-user"
 
@@ -144,8 +140,52 @@ def test_parse_public_key_refuses_short_rsa():
         parse_public_key(openssh(small))
 
 
-def test_errors_are_boruta_errors():
-    assert issubclass(SessionError, BorutaError) and SessionError.code == "session_failed"
+@pytest.mark.parametrize("name", [
+    "boruta-user", "_svc", "a", "u0-_", "a" * 32, "tester",
+])
+def test_posix_user_names_are_accepted(name):
+    assert is_user_name(name) and check_username(name) == name
+
+
+@pytest.mark.parametrize("name", [
+    "", "Root", "0day", "-rf", "a" * 33, "boruta user", "../etc", "us\u00e9r", "root;rm",
+    "user\n", "user$", None, 7, b"user",
+])
+def test_other_user_names_are_refused(name):
+    assert not is_user_name(name)
+    with pytest.raises(SessionError, match="^invalid user name "):
+        check_username(name)
+
+
+def test_a_refused_user_name_is_told_with_the_rule():
+    with pytest.raises(SessionError) as info:
+        check_username("Root")
+    assert info.value.to_dict() == {
+        "code": "session_failed",
+        "message": "invalid user name 'Root': lower case letters, digits, '_' or '-', "
+                   "starting with a letter or '_', at most 32 characters"}
+    with pytest.raises(SessionError) as info:
+        check_username("x" * 1000)                   # quoted, but not at any length
+    assert info.value.message == f"invalid user name '{'x' * 59}: {USER_NAME_RULE}"
+
+
+def test_session_errors_have_their_code_and_exact_message(keys, tmp_path):
+    """What the server is told when a session cannot be made: one code, a message
+    that says what was wrong."""
+    def failure(call) -> dict[str, str]:
+        with pytest.raises(SessionError) as info:
+            call()
+        return info.value.to_dict()
+
+    stopped = EmbeddedSSHServer(workdir_base=str(tmp_path / "w"))
+    assert failure(lambda: parse_public_key("")) == {
+        "code": "session_failed", "message": "empty public key"}
+    assert failure(lambda: parse_public_key("ssh-ed25519")) == {
+        "code": "session_failed", "message": "public key must be 'TYPE BASE64 [COMMENT]'"}
+    assert failure(lambda: stopped.set_job_key(USER, openssh(keys[0]))) == {
+        "code": "session_failed", "message": "embedded SSH server is not running"}
+    assert failure(lambda: EmbeddedSSHServer(host_key_type="dsa").start()) == {
+        "code": "session_failed", "message": "unknown host key type 'dsa'; ed25519 or rsa"}
 
 
 # --- embedded server: the job's key and nothing else ----------------------------------
@@ -229,7 +269,7 @@ def test_revoke_closes_sessions_and_refuses_the_old_key(server, keys):
         connect(server, keys[0])
     with connect(server, keys[1]) as c2:
         assert run(c2, "ls -A")[0] == ""  # a fresh, empty working directory
-    server.clear()  # the spelling the operations layer may use
+    server.revoke()  # the second job's key goes too
     with pytest.raises(paramiko.AuthenticationException):
         connect(server, keys[1])
 

@@ -11,7 +11,7 @@ import pytest
 from fake_stm import ERROR, UNKNOWN, FakeStm  # tests/ is on sys.path
 
 from boruta.dryad.board import BoardError
-from boruta.dryad.stm import StmBoard
+from boruta.dryad.stm import StmBoard, tcp_address
 
 TRANSPORTS = ["pty", "socketpair", "unix", "tcp"]
 
@@ -185,6 +185,25 @@ def test_open_fails_cleanly(tmp_path):
         StmBoard(f"tcp://127.0.0.1:{port}", timeout=1)
     with pytest.raises(ValueError):
         StmBoard("/dev/null", timeout=0)
+
+
+@pytest.mark.parametrize("path, problem", [
+    ("tcp://127.0.0.1:\u00b2", "bad port '\u00b2': use 1..65535"),
+    ("tcp://127.0.0.1:99999", "port 99999 out of range 1..65535"),
+    ("tcp://127.0.0.1", "'127.0.0.1' is not HOST:PORT"),
+    ("tcp://:2000", "':2000' has no host"),
+    ("tcp://::1:2000", "write an IPv6 address in brackets: [::1]:2000"),
+])
+def test_a_tcp_path_that_is_no_address_is_a_board_error(path, problem):
+    with pytest.raises(BoardError) as info:
+        StmBoard(path, timeout=1)
+    assert info.value.message == f"open: cannot open STM at {path!r}: {problem}"
+
+
+def test_tcp_address_of_an_stm_path():
+    assert tcp_address("tcp://[::1]:2000") == ("::1", 2000)
+    assert tcp_address("tcp://stm.lab:7") == ("stm.lab", 7)
+    assert tcp_address("/dev/ttyS2") is None and tcp_address("unix:/run/stm") is None
 
 
 def test_silent_stm_at_open():

@@ -1,13 +1,16 @@
 """The dryad: the agent on each MuxPi board next to a device under test.
 
-Local parts (the network link to the server lives elsewhere):
-
+* `agent`: `DryadAgent`, the process (`boruta dryad`), joining the parts
+  below to the server through `link`: `DryadLink`, the dryad's side of the
+  wire (register, heartbeat, reconnect, answer commands).
+* `operations`: `DryadOperations`, i.e. PutInMaintenance, Prepare, Healthcheck.
 * `board`: the `Board` protocol (MuxPi operations) and `SimulatedBoard`;
   `stm`: `StmBoard`, the MuxPi STM's serial text protocol.
-* `session`: the `SessionBackend` protocol, `EmbeddedSSHServer` (paramiko)
-  and `SystemSessionBackend` (a real account for the board's sshd);
-  `sftp`: the SFTP server rooted at a job's working directory.
-* `operations`: `DryadOperations`, i.e. PutInMaintenance, Prepare, Healthcheck.
+* `session`: the `SessionBackend` protocol and `SessionError`;
+  `accounts`: job keys and session user names;
+  `embedded_ssh`: `EmbeddedSSHServer` (paramiko), with `channel_io` and
+  `sftp` (rooted at a job's working directory);
+  `system_session`: `SystemSessionBackend` (a real account for the board's sshd).
 * `config`: the TOML configuration (`load_config`, `write_default_config`).
 
 Names are imported lazily so that `import boruta.dryad` stays cheap.
@@ -24,11 +27,12 @@ _EXPORTS = {
     "StmBoard": "stm",
     "SessionBackend": "session",
     "SessionError": "session",
-    "EmbeddedSSHServer": "session",
-    "SystemSessionBackend": "session",
+    "EmbeddedSSHServer": "embedded_ssh",
+    "SystemSessionBackend": "system_session",
     "RootedSFTPServer": "sftp",
     "DryadOperations": "operations",
-    "ConfigError": "config",
+    "DryadAgent": "agent",
+    "DryadLink": "link",
     "DryadConfig": "config",
     "load_config": "config",
     "write_default_config": "config",

@@ -30,13 +30,13 @@ backend, DryadOperations) to the server through `DryadLink`
   job connection is closed, the system user removed), the board is closed.
 
 The dryad has no inbound port for the server: `dryad_address` is only
-informational. It is sent as `:7175` (upstream's dryad port; the server
-fills in the address the dryad connects from).
+informational (`boruta.dryad.link.DRYAD_ADDRESS`: upstream's dryad port
+without a host; the server fills in the address the dryad connects from).
 
-A worker is recognised across restarts by its UUID; per SPEC B3.2 a
-re-registration whose SSH port differs from the previous one counts as a
-changed configuration (BUSY -> MAINTENANCE). An embedded SSH server on
-port 0 gets a new port at every start, so give it a fixed port
+A worker is recognised across restarts by its UUID. The server takes a
+re-registration whose SSH address differs from the previous one as a
+changed configuration: a BUSY worker goes to MAINTENANCE. An embedded SSH
+server on port 0 gets a new port at every start, so give it a fixed port
 (`[session] listen = "0.0.0.0:2222"`) on a real installation.
 """
 from __future__ import annotations
@@ -46,83 +46,27 @@ import contextlib
 import logging
 from typing import Any, Callable
 
-import zmq
 import zmq.asyncio
 
+from boruta.core.addresses import join_host_port
 from boruta.core.errors import BorutaError
 from boruta.dryad.config import DryadConfig
+from boruta.dryad.link import DRYAD_ADDRESS, DryadLink, RemoteError
 from boruta.dryad.operations import DryadOperations, HealthcheckFailed
-from boruta.transport import addresses
 from boruta.transport.errors import UnknownOperationError
-from boruta.dryad.link import DryadLink, RemoteError
 
-__all__ = ["AgentError", "DRYAD_ADDRESS", "DryadAgent", "run_agent"]
+__all__ = ["AgentError", "DryadAgent", "run_agent"]
 
-log = logging.getLogger("boruta.dryad.agent")
-
-#: What the dryad registers as its own address (informational: it listens on nothing).
-DRYAD_ADDRESS = ":7175"
+log = logging.getLogger(__name__)
 
 #: Reconnection: the first retry comes after about RETRY_BASE seconds, each failed
 #: attempt doubles the wait up to RETRY_MAX; a successful registration resets it.
 RETRY_BASE = 0.5
 RETRY_MAX = 10.0
-#: ZeroMQ's TCP reconnect interval, doubling up to ZMQ_RECONNECT_MAX (milliseconds).
-ZMQ_RECONNECT_MS = 100
-ZMQ_RECONNECT_MAX_MS = 2000
 
 
 class AgentError(Exception):
     """The agent cannot run (board, SSH server, or the server refused it). One line."""
-
-
-class AgentLink(DryadLink):
-    """DryadLink with backoff between reconnections and a cap on the heartbeat interval.
-
-    `max_heartbeat_interval`: heartbeat at least this often even if the
-    server allows more (the dryad's own `heartbeat_interval` setting).
-    """
-
-    def __init__(self, *args: Any, max_heartbeat_interval: float | None = None,
-                 retry_base: float = RETRY_BASE, retry_max: float = RETRY_MAX,
-                 **kw: Any) -> None:
-        kw.setdefault("retry_interval", retry_base)
-        super().__init__(*args, **kw)
-        self.max_heartbeat_interval = max_heartbeat_interval
-        self.retry_base = retry_base
-        self.retry_max = max(retry_max, retry_base)
-        self.attempts = 0                  # connection attempts since the last registration
-        self.connects = 0                  # sockets opened in all
-
-    def _open(self) -> None:
-        # DryadLink sleeps `retry_interval` (jittered) after an attempt fails, so
-        # set it for the attempt starting now: base, 2 x base, 4 x base, ... max.
-        self.attempts += 1
-        self.connects += 1
-        self.retry_interval = min(self.retry_base * 2 ** (self.attempts - 1), self.retry_max)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RECONNECT_IVL, ZMQ_RECONNECT_MS)
-        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, ZMQ_RECONNECT_MAX_MS)
-        self.sock.connect(self.server)
-
-    async def _register(self) -> None:
-        await super()._register()
-        if self.registered.is_set():
-            self.attempts = 0
-            self.retry_interval = self.retry_base
-            cap = self.max_heartbeat_interval
-            if cap and cap < self.heartbeat_interval:
-                self.heartbeat_interval = cap
-
-    async def register_again(self) -> None:
-        """Register now (the worker's state follows SPEC B3.2, e.g. FAIL -> PREPARE)."""
-        await self._register()
-
-
-def backoff_delays(base: float = RETRY_BASE, maximum: float = RETRY_MAX, n: int = 8) -> list[float]:
-    """The waits (before jitter) after `n` failed connection attempts in a row."""
-    return [min(base * 2 ** i, max(maximum, base)) for i in range(n)]
 
 
 class DryadAgent:
@@ -153,7 +97,7 @@ class DryadAgent:
         self.board: Any = None
         self.session: Any = None
         self.ops: DryadOperations | None = None
-        self.link: AgentLink | None = None
+        self.link: DryadLink | None = None
         self.ssh_address: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready: asyncio.Event | None = None
@@ -176,12 +120,12 @@ class DryadAgent:
                 return
             assert self.ops is not None and self.session is not None
             host, port = self.config.ssh_advertised(self.session.address())
-            self.ssh_address = addresses.join_host_port(host, port) if host else f":{port}"
+            self.ssh_address = join_host_port(host, port) if host else f":{port}"
             if self.config.groups:
                 log.info("groups in the configuration are not sent at registration (protocol "
                          "v1 has no place for them): an administrator sets them with "
                          "`boruta worker set-groups`")
-            self.link = AgentLink(
+            self.link = DryadLink(
                 self.config.server, self.config.caps, DRYAD_ADDRESS, self.ssh_address,
                 self.handle, ctx=self._ctx, reply_timeout=self.reply_timeout,
                 name=self.uuid[:8], max_heartbeat_interval=self.config.heartbeat_interval,
@@ -222,7 +166,7 @@ class DryadAgent:
         if self.link is not None:
             self.link.stop()
 
-    async def _announce(self, link: AgentLink) -> None:
+    async def _announce(self, link: DryadLink) -> None:
         await link.registered.wait()
         await self._fresh_start(link)
         assert self.ready is not None
@@ -235,7 +179,7 @@ class DryadAgent:
             except Exception:
                 log.exception("on_ready callback failed")
 
-    async def _fresh_start(self, link: AgentLink) -> None:
+    async def _fresh_start(self, link: DryadLink) -> None:
         """After this process's first registration: make the server forget old sessions.
 
         A new process has no job session (the embedded server starts empty,
@@ -243,7 +187,7 @@ class DryadAgent:
         restarted before the server noticed its silence, the server still
         holds the worker IDLE (with a key nobody installed) or RUNNING (with
         a session that is gone). So the dryad reports the failure and
-        registers again, which per SPEC B3.2 turns FAIL into PREPARE: a fresh
+        registers again, which the server takes as FAIL -> PREPARE: a fresh
         key, then IDLE. A worker in MAINTENANCE or BUSY refuses set_fail
         (`in_maintenance`) and stays as it is.
         """

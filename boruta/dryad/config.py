@@ -18,6 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from boruta.core.addresses import AddressError, split_host_port
+from boruta.core.errors import ConfigError
+from boruta.dryad.accounts import USER_NAME_RULE, is_user_name
+from boruta.dryad.stm import DEFAULT_STM_PATH, DEFAULT_STM_TIMEOUT, tcp_address
+from boruta.transport.addresses import DRYAD_ENDPOINT, parse_endpoint
+
 if TYPE_CHECKING:
     from boruta.dryad.board import Board
     from boruta.dryad.operations import DryadOperations
@@ -28,7 +34,6 @@ __all__ = [
     "ConfigError",
     "ConfigExistsError",
     "DEFAULT_CONFIG_PATH",
-    "DEFAULT_SERVER",
     "DEFAULT_SSH_LISTEN",
     "DEFAULT_USER",
     "DryadConfig",
@@ -40,24 +45,13 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "/etc/boruta/dryad.conf"
-DEFAULT_SERVER = "tcp://127.0.0.1:7176"
 DEFAULT_USER = "boruta-user"
 DEFAULT_SSH_LISTEN = "127.0.0.1:0"
-DEFAULT_STM_PATH = "/dev/ttyS2"
 DEFAULT_SYSTEM_SSH_PORT = 22
 BOARD_BACKENDS = ("simulated", "stm")
 SESSION_BACKENDS = ("embedded", "system")
-
-
-class ConfigError(ValueError):
-    """A configuration problem: `field` (dotted, e.g. "caps.UUID") and `problem`."""
-
-    def __init__(self, field: str, problem: str, source: str | None = None) -> None:
-        self.field = field
-        self.problem = problem
-        self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}{field}: {problem}")
+#: How a dryad can reach its server (inproc:// lives inside one process only).
+SERVER_TRANSPORTS = ("tcp", "ipc")
 
 
 class ConfigExistsError(ConfigError, FileExistsError):
@@ -68,7 +62,7 @@ class ConfigExistsError(ConfigError, FileExistsError):
 class BoardConfig:
     backend: str = "simulated"
     stm_path: str = DEFAULT_STM_PATH
-    stm_timeout: float = 2.0
+    stm_timeout: float = DEFAULT_STM_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ class HealthcheckConfig:
 @dataclass(frozen=True)
 class DryadConfig:
     caps: Mapping[str, str]
-    server: str = DEFAULT_SERVER
+    server: str = DRYAD_ENDPOINT
     heartbeat_interval: float = 5.0
     groups: tuple[str, ...] = ()
     user: str = DEFAULT_USER
@@ -138,10 +132,10 @@ class DryadConfig:
     def make_session_backend(self) -> "SessionBackend":
         s = self.session
         if s.backend == "system":
-            from boruta.dryad.session import SystemSessionBackend
+            from boruta.dryad.system_session import SystemSessionBackend
             return SystemSessionBackend(self.user_groups, user=self.user,
                                         address=self.ssh_advertised())
-        from boruta.dryad.session import EmbeddedSSHServer
+        from boruta.dryad.embedded_ssh import EmbeddedSSHServer
         return EmbeddedSSHServer(s.listen_host, s.listen_port,
                                  workdir_base=s.workdir_base or None,
                                  host_key_path=s.host_key or None)
@@ -165,14 +159,13 @@ def load_config(path: str | os.PathLike) -> DryadConfig:
         with open(source, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise ConfigError("(file)", "no such file; `boruta dryad init` writes one",
-                          source) from None
+        raise ConfigError("no such file; `boruta dryad init` writes one", source=source) from None
     except OSError as e:
-        raise ConfigError("(file)", f"cannot read: {e.strerror or e}", source) from e
+        raise ConfigError(f"cannot read: {e.strerror or e}", source=source) from e
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError("(file)", f"not UTF-8: {e}", source) from None
+        raise ConfigError(f"not UTF-8: {e}", source=source) from None
     return parse_config(text, source)
 
 
@@ -181,12 +174,12 @@ def parse_config(text: str, source: str | None = None) -> DryadConfig:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError("(file)", f"not valid TOML: {e}", source) from None
+        raise ConfigError(f"not valid TOML: {e}", source=source) from None
     try:
         return _from_doc(doc, source)
     except ConfigError as e:
         if e.source is None and source is not None:
-            raise ConfigError(e.field, e.problem, source) from None
+            raise ConfigError(e.problem, field=e.field, source=source) from None
         raise
 
 
@@ -207,11 +200,11 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
     for name, keys in _TABLES.items():
         table = doc.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(name, f"must be a table ([{name}]), not {_kind(table)}")
+            raise ConfigError(f"must be a table ([{name}]), not {_kind(table)}", field=name)
         _no_unknown(table, keys, name + ".")
         tables[name] = table
 
-    server = _endpoint("server", _get(doc, "server", "server", str, DEFAULT_SERVER))
+    server = _endpoint("server", _get(doc, "server", "server", str, DRYAD_ENDPOINT))
     heartbeat = _positive("heartbeat_interval",
                           _get(doc, "heartbeat_interval", "heartbeat_interval", float, 5.0))
     groups = _names("groups", _get(doc, "groups", "groups", list, []))
@@ -224,30 +217,28 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
     b = tables["board"]
     board_backend = _choice("board.backend", _get(b, "backend", "board.backend", str,
                                                    "simulated"), BOARD_BACKENDS)
-    stm_path = _get(b, "stm_path", "board.stm_path", str, DEFAULT_STM_PATH)
-    if board_backend == "stm" and not stm_path.strip():
-        raise ConfigError("board.stm_path", "must not be empty with the stm backend")
-    stm_timeout = _positive("board.stm_timeout",
-                            _get(b, "stm_timeout", "board.stm_timeout", float, 2.0))
+    stm_path = _stm_path(_get(b, "stm_path", "board.stm_path", str, DEFAULT_STM_PATH),
+                         board_backend)
+    stm_timeout = _positive("board.stm_timeout", _get(b, "stm_timeout", "board.stm_timeout",
+                                                      float, DEFAULT_STM_TIMEOUT))
 
     s = tables["session"]
     session_backend = _choice("session.backend", _get(s, "backend", "session.backend", str,
                                                        "embedded"), SESSION_BACKENDS)
-    listen_host, listen_port = _hostport(
+    listen_host, listen_port = _host_port(
         "session.listen", _get(s, "listen", "session.listen", str, DEFAULT_SSH_LISTEN),
-        empty_host=False, zero_port=True)
+        empty_host=False)
     advertise = _get(s, "advertise", "session.advertise", str, "")
     adv_host: str | None = None
     adv_port: int | None = None
     if advertise:
-        adv_host, adv_port = _hostport("session.advertise", advertise,
-                                       empty_host=True, zero_port=True)
+        adv_host, adv_port = _host_port("session.advertise", advertise, empty_host=True)
     workdir_base = _get(s, "workdir_base", "session.workdir_base", str, "")
     if workdir_base and not os.path.isabs(workdir_base):
-        raise ConfigError("session.workdir_base", "must be an absolute path")
+        raise ConfigError("must be an absolute path", field="session.workdir_base")
     host_key = _get(s, "host_key", "session.host_key", str, "")
     if host_key and not os.path.isabs(host_key):
-        raise ConfigError("session.host_key", "must be an absolute path")
+        raise ConfigError("must be an absolute path", field="session.host_key")
 
     blink = _positive("maintenance.blink_period",
                       _get(tables["maintenance"], "blink_period",
@@ -259,12 +250,13 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
                        _get(h, "power_tick_seconds", "healthcheck.power_tick_seconds",
                             float, 1.0))
     if tick_s > 60:
-        raise ConfigError("healthcheck.power_tick_seconds", f"at most 60, not {tick_s:g}")
+        raise ConfigError(f"at most 60, not {tick_s:g}",
+                          field="healthcheck.power_tick_seconds")
     cmin = _get(h, "current_min", "healthcheck.current_min", float, 0.0)
     cmax = _get(h, "current_max", "healthcheck.current_max", float, 5.0)
     if not cmin < cmax:
-        raise ConfigError("healthcheck.current_max",
-                          f"must be greater than current_min ({cmin:g}), not {cmax:g}")
+        raise ConfigError(f"must be greater than current_min ({cmin:g}), not {cmax:g}",
+                          field="healthcheck.current_max")
 
     return DryadConfig(
         caps=caps, server=server, heartbeat_interval=heartbeat, groups=groups,
@@ -286,7 +278,8 @@ def _kind(value: Any) -> str:
 def _no_unknown(table: dict[str, Any], known: set[str], prefix: str) -> None:
     for key in table:
         if key not in known:
-            raise ConfigError(f"{prefix}{key}", f"unknown key; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown key; known: {', '.join(sorted(known))}",
+                              field=f"{prefix}{key}")
 
 
 def _get(table: dict[str, Any], key: str, name: str, kind: type, default: Any) -> Any:
@@ -295,96 +288,98 @@ def _get(table: dict[str, Any], key: str, name: str, kind: type, default: Any) -
     value = table[key]
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, f"must be a number, not {_kind(value)}")
+            raise ConfigError(f"must be a number, not {_kind(value)}", field=name)
         return float(value)
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(name, f"must be true or false, not {_kind(value)}")
+            raise ConfigError(f"must be true or false, not {_kind(value)}", field=name)
         return value
     if not isinstance(value, kind):
-        raise ConfigError(name, f"must be {_kind(kind())}, not {_kind(value)}")
+        raise ConfigError(f"must be {_kind(kind())}, not {_kind(value)}", field=name)
     return value
 
 
 def _positive(name: str, value: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
-        raise ConfigError(name, f"must be a positive number of seconds, not {value:g}")
+        raise ConfigError(f"must be a positive number of seconds, not {value:g}", field=name)
     return value
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ConfigError(name, f"unknown backend {value!r}; one of {', '.join(choices)}")
+        raise ConfigError(f"unknown backend {value!r}; one of {', '.join(choices)}", field=name)
     return value
 
 
 def _names(name: str, values: list[Any]) -> tuple[str, ...]:
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v.strip():
-            raise ConfigError(f"{name}[{i}]", f"must be a non-empty string, not {v!r}")
+            raise ConfigError(f"must be a non-empty string, not {v!r}", field=f"{name}[{i}]")
     return tuple(values)
 
 
-_USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}\Z")
-
-
 def _username(name: str, value: str) -> str:
-    if not _USERNAME.match(value):
-        raise ConfigError(name, f"{value!r} is not a valid user name (lower case letters, "
-                                "digits, '_' or '-', starting with a letter or '_', "
-                                "at most 31 characters)")
+    if not is_user_name(value):
+        raise ConfigError(f"{value!r} is not a valid user name ({USER_NAME_RULE})", field=name)
     return value
 
 
 def _caps(caps: Any) -> dict[str, str]:
     if caps is None:
-        raise ConfigError("caps.UUID", "missing: the [caps] table needs this dryad's UUID")
+        raise ConfigError("missing: the [caps] table needs this dryad's UUID", field="caps.UUID")
     if not isinstance(caps, dict):
-        raise ConfigError("caps", f"must be a table ([caps]), not {_kind(caps)}")
+        raise ConfigError(f"must be a table ([caps]), not {_kind(caps)}", field="caps")
     out: dict[str, str] = {}
     for key, value in caps.items():
         if not key:
-            raise ConfigError("caps", "a capability name is empty")
+            raise ConfigError("a capability name is empty", field="caps")
         if not isinstance(value, str):
-            raise ConfigError(f"caps.{key}", f"must be a string (quote it), not {_kind(value)}")
+            raise ConfigError(f"must be a string (quote it), not {_kind(value)}",
+                              field=f"caps.{key}")
         out[key] = value
     if "UUID" not in out:
-        raise ConfigError("caps.UUID", "missing: the [caps] table needs this dryad's UUID")
+        raise ConfigError("missing: the [caps] table needs this dryad's UUID", field="caps.UUID")
     try:
         canonical = str(uuid.UUID(out["UUID"]))
     except ValueError:
         canonical = None
     if canonical != out["UUID"]:
         hint = f" (write it as {canonical!r})" if canonical else ""
-        raise ConfigError("caps.UUID", f"{out['UUID']!r} is not a UUID in canonical form{hint}")
+        raise ConfigError(f"{out['UUID']!r} is not a UUID in canonical form{hint}",
+                          field="caps.UUID")
     return out
 
 
-def _hostport(name: str, text: str, *, empty_host: bool, zero_port: bool) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ConfigError(name, f"{text!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not host:
-            raise ConfigError(name, "empty IPv6 address in brackets")
-    elif ":" in host:
-        raise ConfigError(name, f"write an IPv6 address in brackets: [{host}]:{port}")
-    if not host and not empty_host:
-        raise ConfigError(name, f"{text!r} has no host (use 0.0.0.0 for every interface)")
-    if not port.isdigit() or not (0 if zero_port else 1) <= int(port) <= 65535:
-        lo = 0 if zero_port else 1
-        raise ConfigError(name, f"port must be {lo}..65535, not {port!r}")
-    return host, int(port)
+def _host_port(name: str, text: str, *, empty_host: bool) -> tuple[str, int]:
+    """`HOST:PORT` (port 0: any free port) with the one parser; errors name the field."""
+    try:
+        return split_host_port(text, allow_empty_host=empty_host, allow_zero_port=True)
+    except AddressError as e:
+        hint = " (use 0.0.0.0 for every interface)" if text.startswith(":") else ""
+        raise ConfigError(f"{e}{hint}", field=name) from None
 
 
 def _endpoint(name: str, text: str) -> str:
-    if text.startswith("tcp://"):
-        _hostport(name, text[len("tcp://"):], empty_host=False, zero_port=False)
-        return text
-    if text.startswith("ipc://") and len(text) > len("ipc://"):
-        return text
-    raise ConfigError(name, f"{text!r} is not an endpoint like tcp://HOST:PORT or ipc://PATH")
+    """The server's dryad endpoint, tcp://HOST:PORT or ipc://PATH."""
+    try:
+        endpoint = parse_endpoint(text)
+    except AddressError as e:
+        raise ConfigError(str(e), field=name) from None
+    if endpoint.partition("://")[0] not in SERVER_TRANSPORTS:
+        raise ConfigError(f"{text!r}: a dryad reaches its server over tcp://HOST:PORT or "
+                          "ipc://PATH", field=name)
+    return endpoint
+
+
+def _stm_path(path: str, backend: str) -> str:
+    """Where the STM is; a tcp:// one is checked now rather than at the first connect."""
+    if backend == "stm" and not path.strip():
+        raise ConfigError("must not be empty with the stm backend", field="board.stm_path")
+    try:
+        tcp_address(path)
+    except AddressError as e:
+        raise ConfigError(str(e), field="board.stm_path") from None
+    return path
 
 
 # --- writing -------------------------------------------------------------------------
@@ -490,7 +485,7 @@ def write_default_config(
     path: str | os.PathLike,
     *,
     caps: Mapping[str, str] | None = None,
-    server: str = DEFAULT_SERVER,
+    server: str = DRYAD_ENDPOINT,
     board: str = "simulated",
     session: str = "embedded",
     ssh_listen: str | None = None,
@@ -513,22 +508,22 @@ def write_default_config(
                         ("session.advertise", advertise), ("user.name", user),
                         ("board.stm_path", stm_path)):
         if not isinstance(value, str):
-            raise ConfigError(name, f"must be a string, not {_kind(value)}")
+            raise ConfigError(f"must be a string, not {_kind(value)}", field=name)
     groups, user_groups = list(groups), list(user_groups)
     for name, values in (("groups", groups), ("user.groups", user_groups)):
         for i, v in enumerate(values):
             if not isinstance(v, str):
-                raise ConfigError(f"{name}[{i}]", f"must be a string, not {_kind(v)}")
+                raise ConfigError(f"must be a string, not {_kind(v)}", field=f"{name}[{i}]")
     caps = dict(caps or {})
     caps.setdefault("UUID", str(uuid.uuid4()))
     if not isinstance(caps["UUID"], str):
-        raise ConfigError("caps.UUID", f"must be a string, not {_kind(caps['UUID'])}")
+        raise ConfigError(f"must be a string, not {_kind(caps['UUID'])}", field="caps.UUID")
     lines = [f"UUID = {_toml_str(caps.pop('UUID'))}"]
     for k, v in caps.items():
         if not isinstance(k, str) or not k:
-            raise ConfigError("caps", f"capability names are non-empty strings, not {k!r}")
+            raise ConfigError(f"capability names are non-empty strings, not {k!r}", field="caps")
         if not isinstance(v, str):
-            raise ConfigError(f"caps.{k}", f"must be a string, not {_kind(v)}")
+            raise ConfigError(f"must be a string, not {_kind(v)}", field=f"caps.{k}")
     lines += [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in sorted(caps.items())]
     text = _TEMPLATE.format(
         path=target,
@@ -547,10 +542,10 @@ def write_default_config(
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        raise ConfigExistsError("(file)", "already exists; not overwriting it "
-                                "(remove it first to start afresh)", target) from None
+        raise ConfigExistsError("already exists; not overwriting it "
+                                "(remove it first to start afresh)", source=target) from None
     except OSError as e:
-        raise ConfigError("(file)", f"cannot write: {e.strerror or e}", target) from e
+        raise ConfigError(f"cannot write: {e.strerror or e}", source=target) from e
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     return config

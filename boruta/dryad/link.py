@@ -7,12 +7,15 @@ the board needs no inbound port. `DryadLink.run()`:
    (retrying until the server answers; a refusal such as a missing UUID is
    raised, since retrying cannot help);
 2. heartbeats every `heartbeat_interval` seconds (the server says how often
-   in its register reply); a heartbeat without a reply within
-   `interval * liveness` seconds means the server is gone: the socket is
-   recreated and the dryad registers again (Paranoid Pirate). A
-   `not_registered` answer (the server restarted or declared this dryad
-   lost) also triggers a new registration; `deregistered` stops the
-   heartbeats until the dryad is restarted;
+   in its register reply; `max_heartbeat_interval` can make it more often);
+   a heartbeat without a reply within `interval * liveness` seconds means
+   the server is gone: the socket is recreated and the dryad registers
+   again (Paranoid Pirate). A `not_registered` answer (the server restarted
+   or declared this dryad lost) also triggers a new registration;
+   `deregistered` stops the heartbeats until the dryad is restarted.
+   Failed connection attempts in a row wait longer and longer (`retry_base`,
+   doubling up to `retry_max`, jittered), so that a farm of dryads does not
+   hammer a server that is coming back;
 3. answers the server's commands (`prepare`, `put_in_maintenance`,
    `healthcheck`) by calling `handler(op, args)`: its return value is the
    reply, a BorutaError becomes an error reply, and `NO_REPLY` sends
@@ -34,7 +37,17 @@ from boruta.core.errors import BorutaError
 from boruta.transport import codec, operations
 from boruta.transport.errors import UnknownOperationError
 
-log = logging.getLogger("boruta.dryadlink")
+log = logging.getLogger(__name__)
+
+#: What a dryad registers as its own address. It listens on nothing (it connects
+#: out), so this is informational only: upstream's dryad port, with no host, which
+#: the server fills in with the address the dryad connects from.
+UPSTREAM_DRYAD_PORT = 7175
+DRYAD_ADDRESS = f":{UPSTREAM_DRYAD_PORT}"
+
+#: ZeroMQ's own TCP reconnect interval, doubling up to the maximum (milliseconds).
+ZMQ_RECONNECT_MS = 100
+ZMQ_RECONNECT_MAX_MS = 2000
 
 NO_REPLY = object()
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -57,18 +70,38 @@ class _Lost(Exception):
 TRANSIENT = {"rate_limited", "busy", "shutting_down", "internal"}
 
 
+def retry_wait(attempt: int, base: float, maximum: float) -> float:
+    """The wait (before jitter) after failed connection attempt number `attempt` (1, 2, ...)."""
+    return min(base * 2 ** (attempt - 1), max(maximum, base))
+
+
 class DryadLink:
+    """One dryad's connection to the server (see the module docstring).
+
+    `dryad_address` is sent at registration (`DRYAD_ADDRESS` for a real
+    dryad). `handler(op, args)` answers the server's commands. `retry_base` and
+    `retry_max`: the wait after the first failed connection attempt and its
+    ceiling (equal by default: a constant wait). `max_heartbeat_interval`:
+    heartbeat at least this often even if the server allows more.
+    """
+
     def __init__(self, server: str, caps: Mapping[str, str], dryad_address: str,
                  ssh_address: str, handler: Handler, *,
                  ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0,
-                 retry_interval: float = 1.0, name: str | None = None) -> None:
+                 retry_base: float = 1.0, retry_max: float | None = None,
+                 max_heartbeat_interval: float | None = None,
+                 name: str | None = None) -> None:
         self.server = server
         self.caps = dict(caps)
         self.dryad_address = dryad_address
         self.ssh_address = ssh_address
         self.handler = handler
         self.reply_timeout = reply_timeout
-        self.retry_interval = retry_interval
+        self.retry_base = retry_base
+        self.retry_max = max(retry_max if retry_max is not None else retry_base, retry_base)
+        self.retry_interval = retry_base      # the wait after the current attempt fails
+        self.attempts = 0                     # connection attempts since the last registration
+        self.max_heartbeat_interval = max_heartbeat_interval
         self.name = name or self.caps.get("UUID", "dryad")
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.asyncio.Context()
@@ -84,7 +117,6 @@ class DryadLink:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()          # re-register now
         self._commands: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ public
@@ -122,8 +154,14 @@ class DryadLink:
     def stop(self) -> None:
         self._stop.set()
 
+    async def register_again(self) -> None:
+        """Register now, on this connection; the server treats it as any registration
+        (a FAIL worker goes to PREPARE, a changed SSH port sends a BUSY one to
+        MAINTENANCE)."""
+        await self._register()
+
     async def set_fail(self, reason: str) -> None:
-        """Report a failure of this worker (SPEC A4)."""
+        """Report that this worker failed; the server fails its job and keeps the reason."""
         await self.call("set_fail", {"uuid": self.caps.get("UUID", ""), "reason": reason})
 
     async def call(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
@@ -148,8 +186,14 @@ class DryadLink:
 
     # ------------------------------------------------------------------ internals
     def _open(self) -> None:
+        # run() sleeps `retry_interval` (jittered) after an attempt fails, so set it
+        # for the attempt starting now: base, 2 x base, 4 x base, ... max.
+        self.attempts += 1
+        self.retry_interval = retry_wait(self.attempts, self.retry_base, self.retry_max)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, ZMQ_RECONNECT_MS)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, ZMQ_RECONNECT_MAX_MS)
         self.sock.connect(self.server)
 
     def _close_socket(self) -> None:
@@ -178,7 +222,12 @@ class DryadLink:
                 continue
             self.uuid = reply.get("uuid")
             self.heartbeat_interval = float(reply.get("heartbeat_interval") or 5.0)
+            cap = self.max_heartbeat_interval
+            if cap and cap < self.heartbeat_interval:
+                self.heartbeat_interval = cap
             self.heartbeat_liveness = int(reply.get("heartbeat_liveness") or 3)
+            self.attempts = 0
+            self.retry_interval = self.retry_base
             self.registrations += 1
             self.deregistered = False
             self.registered.set()

@@ -1,10 +1,10 @@
 """What the server asks of a dryad: PutInMaintenance, Prepare, Healthcheck.
 
-`DryadOperations` is upstream's Rusalka (SPEC B6.3) without its defects
-(B11.3 item 14): a second PutInMaintenance replaces the first blinker
-instead of leaking it, Prepare checks the key before touching the session,
-and Healthcheck reports problems instead of only power-cycling the DUT (and
-can be told never to power-cycle it).
+`DryadOperations` is upstream's Rusalka without its defects: a second
+PutInMaintenance replaces the first blinker instead of leaking it, Prepare
+checks the key before touching the session (and the user name it reports
+after), and Healthcheck reports problems instead of only power-cycling the
+DUT (and can be told never to power-cycle it).
 
 The operations are coroutines; board and session calls are blocking, so
 they run in worker threads. Board calls share one thread, which keeps them
@@ -22,14 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from boruta.core.errors import BorutaError
+from boruta.dryad.accounts import check_username, parse_public_key
 from boruta.dryad.board import Board
-from boruta.dryad.session import SessionBackend, check_username, parse_public_key
+from boruta.dryad.session import SessionBackend, SessionError
 
 __all__ = ["DryadOperations", "HealthcheckFailed", "YELLOW", "OFF"]
 
 log = logging.getLogger(__name__)
 
-# SPEC B6.3 colour table: the blinker uses yellow and off.
+# Upstream's colours for the maintenance blinker: yellow, then off.
 YELLOW = (96, 144, 0)
 OFF = (0, 0, 0)
 
@@ -105,13 +106,21 @@ class DryadOperations:
         """Give the job user access with this key only; return the username.
 
         The key is checked first: a bad key changes nothing. Then the blinker
-        stops and the session backend replaces any previous key.
+        stops and the session backend replaces any previous key. The name the
+        backend reports goes to the server and on to the job's owner as the
+        user to log in as, so it is checked too: if it is no POSIX user name,
+        the session is revoked and SessionError raised.
         """
         parse_public_key(public_key_openssh)  # raises SessionError
         async with self._op_lock():
             await self._stop_blinker()
-            return await asyncio.to_thread(self.session.set_job_key, self.user,
-                                           public_key_openssh)
+            username = await asyncio.to_thread(self.session.set_job_key, self.user,
+                                               public_key_openssh)
+            try:
+                return check_username(username)
+            except SessionError:
+                await asyncio.to_thread(self.session.revoke)
+                raise
 
     async def healthcheck(self) -> list[str]:
         """Check the board; return the problems found ([] when healthy)."""

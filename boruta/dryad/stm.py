@@ -36,6 +36,7 @@ import threading
 import time
 import tty
 
+from boruta.core.addresses import AddressError, split_host_port
 from boruta.dryad.board import (
     BoardError,
     check_led,
@@ -44,7 +45,7 @@ from boruta.dryad.board import (
     oled_safe_text,
 )
 
-__all__ = ["StmBoard", "DEFAULT_STM_PATH", "DEFAULT_STM_TIMEOUT"]
+__all__ = ["DEFAULT_STM_PATH", "DEFAULT_STM_TIMEOUT", "StmBoard", "tcp_address"]
 
 DEFAULT_STM_PATH = "/dev/ttyS2"
 DEFAULT_STM_TIMEOUT = 2.0
@@ -53,6 +54,17 @@ _OK = "OK"
 _ERRORS = ("Error processing command", "Unknown command")
 _ECHO_OFF_ANSWER = "Echo is off now."
 _MAX_LINE = 256  # the STM's answers are short; longer is noise
+
+
+def tcp_address(path: str) -> tuple[str, int] | None:
+    """(host, port) of a `tcp://HOST:PORT` STM path, None for any other kind of path.
+
+    Raises AddressError (naming the host or the port) for a tcp:// path that
+    is no address.
+    """
+    if not path.startswith("tcp://"):
+        return None
+    return split_host_port(path[len("tcp://"):])
 
 
 class StmBoard:
@@ -73,7 +85,7 @@ class StmBoard:
         self._fd = -1
         try:
             self._open(path, baudrate)
-        except OSError as e:
+        except (OSError, AddressError) as e:
             raise BoardError("open", f"cannot open STM at {path!r}: {e}") from e
         self._init_common()
 
@@ -231,11 +243,9 @@ class StmBoard:
             raise
 
     def _open(self, path: str, baudrate: int) -> None:
-        if path.startswith("tcp://"):
-            host, _, port = path[len("tcp://"):].rpartition(":")
-            if not host or not port.isdigit():
-                raise OSError(errno.EINVAL, "expected tcp://HOST:PORT")
-            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout)
+        address = tcp_address(path)
+        if address is not None:
+            sock = socket.create_connection(address, timeout=self.timeout)
         elif path.startswith("unix:") or (os.path.exists(path)
                                           and stat.S_ISSOCK(os.stat(path).st_mode)):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
