@@ -104,11 +104,11 @@ class Server:
         self.state = StateLoader(self)
         self.client_endpoint = Endpoint(
             self, "client", CLIENT_OPS, ClientOperations(self), other_table=DRYAD_OPS,
-            other_name="dryad", acknowledges=True, gate=self.state.gate)
+            other_name="dryad", acknowledges=True)
         self.dryad_endpoint = Endpoint(
             self, "dryad", DRYAD_OPS, self.dryads, other_table=CLIENT_OPS,
             other_name="client", acknowledges=False, on_reply=self.dryads.on_command_reply,
-            on_message=self.dryads.seen)
+            on_message=self.dryads.seen, zero_copy=True)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None

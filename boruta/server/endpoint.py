@@ -75,7 +75,8 @@ class Endpoint:
                  handler: object, *, other_table: Mapping[str, Operation], other_name: str,
                  acknowledges: bool, on_reply: Callable[[bytes, codec.Envelope], None] | None
                  = None, gate: Callable[[str, dict[str, Any], list[Any]], bool] | None = None,
-                 on_message: Callable[[bytes], None] | None = None) -> None:
+                 on_message: Callable[[bytes], None] | None = None,
+                 zero_copy: bool = False) -> None:
         self.app = app
         self.name = name
         self.table = table
@@ -86,8 +87,14 @@ class Endpoint:
         self.on_reply = on_reply               # replies to our commands (dryad endpoint)
         self.gate = gate                       # may hold a call back (history loading)
         self.on_message = on_message           # every message from a peer (liveness)
+        self.zero_copy = zero_copy             # frames arrive as zmq.Frame, not bytes
         self.sock: LoopSocket | None = None
         self.messages = 0
+        # The hot path's collaborators, looked up once (they live as long as the app).
+        self._allow = app.limiter.allow
+        self._send = app.outbox.send
+        self._after_turn = app.after_turn
+        self._max_bytes = app.cfg.max_frame_bytes
 
     # ------------------------------------------------------------------ replies
     def reply(self, route: Route, msg_id: Any, result: Any = None,
@@ -98,7 +105,7 @@ class Endpoint:
         else:
             frame = codec.ok_frame(msg_id, result)
             ack = msg_id if self.acknowledges else NOT_AN_ACK
-        self.app.outbox.send(self.sock, [route[0], *route[1], frame], ack)
+        self._send(self.sock, [route[0], *route[1], frame], ack)
 
     def _refuse(self, route: Route, msg_id: Any, error: BorutaError) -> None:
         self.app.stats.errors += 1
@@ -108,19 +115,19 @@ class Endpoint:
     def on_frames(self, frames: list[Any]) -> None:
         """The socket's reader: one multipart message from a peer."""
         self.messages += 1
-        raw = frames[0]
-        identity = raw if isinstance(raw, bytes) else raw.bytes
+        zero_copy = self.zero_copy
+        identity = frames[0].bytes if zero_copy else frames[0]
         if len(frames) == 2:
             route: Route = (identity, ())
             frame = frames[1]
-        elif len(frames) == 3 and _is_empty(frames[1]) and self.acknowledges:
+        elif len(frames) == 3 and not zero_copy and frames[1] == b"":
             route, frame = (identity, (b"",)), frames[2]          # a REQ peer
         else:
             self._refuse((identity, ()), None, BadFrameError(
                 f"expected one frame per message, got {len(frames) - 1}"))
             return
-        payload = frame if isinstance(frame, bytes) else frame.bytes
-        if not self.app.limiter.allow(identity):
+        payload = frame.bytes if zero_copy else frame
+        if not self._allow(identity):
             self._refuse(route, _peek_id(payload), RateLimitedError(
                 f"more than {self.app.cfg.peer_rate:g} messages/s from this peer: slow down"))
             return
@@ -129,15 +136,14 @@ class Endpoint:
         msg_id = None
         try:
             if self.on_reply is not None:
-                env = codec.decode(payload, self.app.cfg.max_frame_bytes)
+                env = codec.decode(payload, self._max_bytes)
                 msg_id = env.id
                 if not env.is_request:
                     self.on_reply(identity, env)
                     return
                 name, raw_args = env.op, env.args
             else:
-                msg_id, name, raw_args = codec.decode_request(payload,
-                                                              self.app.cfg.max_frame_bytes)
+                msg_id, name, raw_args = codec.decode_request(payload, self._max_bytes)
             op = self.table.get(name)  # type: ignore[arg-type]
             if op is None:
                 hint = (f" (a {self.other_name} operation: use the {self.other_name} endpoint)"
@@ -147,7 +153,7 @@ class Endpoint:
             if self.gate is not None and self.gate(op.name, args, frames):
                 return
             result = self.handlers[op.name](
-                Call(route, msg_id, None if isinstance(frame, bytes) else frame), args)
+                Call(route, msg_id, frame if zero_copy else None), args)
         except BorutaError as exc:
             self._refuse(route, getattr(exc, "msg_id", msg_id), exc)
         except Exception as exc:
@@ -157,11 +163,7 @@ class Endpoint:
         else:
             if result is not PARKED:
                 self.reply(route, msg_id, result=result)
-        self.app.after_turn()
-
-
-def _is_empty(frame: Any) -> bool:
-    return (frame if isinstance(frame, bytes) else frame.bytes) == b""
+        self._after_turn()
 
 
 def _peek_id(payload: bytes) -> Any:

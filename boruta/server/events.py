@@ -10,7 +10,7 @@ interval so that subscribers notice a dead server.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from boruta.core.types import iso
 from boruta.transport import codec
@@ -32,16 +32,16 @@ class EventPublisher:
         # last unsubscription of a topic): with none, events are not even packed.
         self._subscriptions: set[bytes] = set()
 
-    def publish(self, event: Callable[[], tuple[bytes, dict[str, Any]]]) -> None:
-        """Number the next event; build and send it (`event()`: topic, document) only
-        when someone subscribes."""
+    def _number(self) -> bool:
+        """Number the next event; True when someone will receive it (then build it)."""
         self.seq += 1
         app = self.app
         app.stats.events += 1
-        if app.events_sock is not None and not app.stopping and self._subscriptions:
-            topic, doc = event()
-            doc["seq"] = self.seq
-            app.outbox.send(app.events_sock, [topic, codec.pack(doc)])
+        return bool(self._subscriptions) and app.events_sock is not None and not app.stopping
+
+    def _send(self, topic: bytes, doc: dict[str, Any]) -> None:
+        doc["seq"] = self.seq
+        self.app.outbox.send(self.app.events_sock, [topic, codec.pack(doc)])
 
     def flushed(self) -> None:
         """The outbox let the numbered events go."""
@@ -49,22 +49,25 @@ class EventPublisher:
 
     def request(self, req_id: int, state: Any, reason: str | None,
                 worker_uuid: str | None) -> None:
-        self.publish(lambda: (codec.request_topic(req_id), {
-            "kind": "request", "id": req_id, "state": str(state), "at": iso_now(),
-            "reason": reason, "worker_uuid": worker_uuid}))
+        if self._number():
+            self._send(codec.request_topic(req_id), {
+                "kind": "request", "id": req_id, "state": str(state), "at": iso_now(),
+                "reason": reason, "worker_uuid": worker_uuid})
 
     def worker(self, uuid: str, state: str, reason: str | None) -> None:
-        self.publish(lambda: (codec.worker_topic(uuid), {
-            "kind": "worker", "uuid": uuid, "state": state, "at": iso_now(), "reason": reason}))
+        if self._number():
+            self._send(codec.worker_topic(uuid), {
+                "kind": "worker", "uuid": uuid, "state": state, "at": iso_now(),
+                "reason": reason})
 
     def tunnel(self, req_id: int, worker_uuid: str, reason: str, port: int,
                old_port: int | None) -> None:
         """A job's tunnel was reopened after a restart (not a state transition)."""
-        public_host = self.app.cfg.public_host
-        self.publish(lambda: (codec.request_topic(req_id), {
-            "kind": "tunnel", "id": req_id, "at": iso_now(), "reason": reason,
-            "worker_uuid": worker_uuid, "address": f"{public_host}:{port}",
-            "port": port, "old_port": old_port, "moved": port != old_port}))
+        if self._number():
+            self._send(codec.request_topic(req_id), {
+                "kind": "tunnel", "id": req_id, "at": iso_now(), "reason": reason,
+                "worker_uuid": worker_uuid, "address": f"{self.app.cfg.public_host}:{port}",
+                "port": port, "old_port": old_port, "moved": port != old_port})
 
     def on_subscription(self, frames: list[bytes]) -> None:
         """XPUB: track topics; answer a subscription to hello/<nonce>/ on that topic."""

@@ -94,6 +94,7 @@ class StateLoader:
     def start_background(self) -> None:
         """After the sockets are up: the history, and a full read of the database."""
         if self.history_after is not None:
+            self.app.client_endpoint.gate = self.gate      # until the history is in
             self._task = asyncio.create_task(self._load_history())
         if self.restored:
             self.app.spawn(self._check())
@@ -143,6 +144,7 @@ class StateLoader:
         finally:
             self.history_after = None
             self._task = None
+            app.client_endpoint.gate = None
         log.info("history loaded", extra={"fields": {
             "requests": loaded, "seconds": round(time.monotonic() - started, 3)}})
         held, self._held = self._held, []
