@@ -1,4 +1,4 @@
-"""Boruta benchmarks (shared/BENCH.md): `python -m bench`, `pytest bench/ --benchmark-only`.
+"""Boruta benchmarks (docs/benchmarks.md): `python -m bench`, `pytest bench/ --benchmark-only`.
 
 farm.py builds the standard farm; scenarios.py runs S1-S4; docs/benchmarks.md explains.
 """

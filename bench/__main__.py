@@ -1,6 +1,6 @@
-"""`python -m bench`: the machine, then one table of every scenario (shared/BENCH.md).
+"""`python -m bench`: the machine, then one table of every scenario (docs/benchmarks.md).
 
-    python -m bench                 # every scenario at the BENCH.md sizes (~15 min)
+    python -m bench                 # every scenario at the sizes of docs/benchmarks.md (~15 min)
     python -m bench --quick         # small sizes, 10 s budget (~1-2 min)
     python -m bench --only S1,S4    # some scenarios
     python -m bench --markdown      # the table as Markdown (for docs/benchmarks.md)

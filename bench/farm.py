@@ -1,4 +1,4 @@
-"""The standard farm of shared/BENCH.md: `farm(W, R, seed)`.
+"""The standard farm of docs/benchmarks.md: `farm(W, R, seed)`.
 
 Deterministic from `seed` (stdlib `random.Random`, whose sequences are
 stable across CPython versions for the calls used here) and plain data, so
@@ -11,7 +11,7 @@ that tests can import it too:
   times are offsets in seconds from the start of the run (add your clock's
   ``now()``). ``id`` counts from 1 and doubles as the FIFO ``seq``.
 
-Choices BENCH.md leaves open, fixed here:
+Choices the farm's definition leaves open, fixed here:
 
 - 50 device types with Zipf weights 1/k (k = 1..50): the most common board
   is ~22% of the farm, the rarest ~0.4%. Each type has one `arch` of 4,

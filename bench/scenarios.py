@@ -1,4 +1,4 @@
-"""Scenarios S1-S4 of shared/BENCH.md, for the compiled and the reference matcher.
+"""Scenarios S1-S4 of docs/benchmarks.md, for the compiled and the reference matcher.
 
 Two levels:
 
@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from bench.farm import farm, more_requests
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.clock import ManualClock
 from boruta.core.matching import make_matcher
 from boruta.core.reference import caps_satisfied, groups_satisfied
@@ -335,23 +335,23 @@ def drain_changes(s: Scheduler) -> None:
         drain()
 
 
-def _prepare_op(effects: list, uuid: str) -> int:
-    for e in reversed(effects):
-        if isinstance(e, fx.PrepareWorker) and e.worker_uuid == uuid:
+def _prepare_op(drained: list, uuid: str) -> int:
+    for e in reversed(drained):
+        if isinstance(e, effects.PrepareWorker) and e.worker_uuid == uuid:
             return e.op
     raise RuntimeError(f"no PrepareWorker effect for {uuid}")
 
 
-def _starts(effects: list) -> list[tuple[int, str]]:
-    return [(e.req_id, e.worker_uuid) for e in effects if isinstance(e, fx.StartJob)]
+def _starts(drained: list) -> list[tuple[int, str]]:
+    return [(e.req_id, e.worker_uuid) for e in drained if isinstance(e, effects.StartJob)]
 
 
 def sched_bring_idle(s: Scheduler, uuid: str) -> list:
     """MAINTENANCE -> PREPARE -> IDLE, answering the PrepareWorker effect; returns effects."""
     s.set_state(uuid, WorkerState.IDLE)
-    effects = s.drain_effects()
-    s.worker_prepared(uuid, _prepare_op(effects, uuid), JOB_KEY, JOB_USER)
-    return effects + s.drain_effects()
+    drained = s.drain_effects()
+    s.worker_prepared(uuid, _prepare_op(drained, uuid), JOB_KEY, JOB_USER)
+    return drained + s.drain_effects()
 
 
 def sched_queue(s: Scheduler, clock: ManualClock, requests: Iterable[dict]) -> list:

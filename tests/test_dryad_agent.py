@@ -27,7 +27,6 @@ from boruta.dryad.operations import OFF, YELLOW, HealthcheckFailed
 from boruta.transport.errors import DryadError
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
-WS = WorkerState
 UUID = "4f1a2b3c-0000-4000-8000-000000000001"
 
 
@@ -324,13 +323,13 @@ def test_maintenance_blinks_until_prepare(server_factory, agents) -> None:
     a.wait_ready()
     client = server.client()
     uuid = caps["UUID"]
-    assert client.get_worker_info(uuid).state is WS.MAINTENANCE     # registered, not asked yet
+    assert client.get_worker_info(uuid).state is WorkerState.MAINTENANCE     # registered, not asked yet
     assert a.agent.link.heartbeat_interval == pytest.approx(0.2)
 
     client.set_state(uuid, "IDLE")
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 5, what="IDLE")
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, 5, what="IDLE")
     client.set_state(uuid, "MAINTENANCE")
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.MAINTENANCE, 5,
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.MAINTENANCE, 5,
                what="MAINTENANCE")
     board = a.board
     assert board.oled and board.oled[0][2] == "maintenance"
@@ -344,7 +343,7 @@ def test_maintenance_blinks_until_prepare(server_factory, agents) -> None:
     assert a.run(_blinking(a.agent))
 
     client.set_state(uuid, "IDLE")                                  # prepare stops the blinker
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 5, what="IDLE again")
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, 5, what="IDLE again")
     assert not a.run(_blinking(a.agent))
     assert board.leds == {1: OFF, 2: OFF} and board.oled == []
     n = len(board.calls_of("set_led"))                             # 4 blink periods: quiet
@@ -374,15 +373,15 @@ def test_healthcheck_failure_is_reported_and_stored(server_factory, agents) -> N
     client = server.client()
     uuid = caps["UUID"]
     client.set_state(uuid, "IDLE")
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 5, what="IDLE")
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, 5, what="IDLE")
     a.board.power = True                                            # 0.25 A: healthy
     client.healthcheck(uuid)
-    assert client.get_worker_info(uuid).state is WS.IDLE
+    assert client.get_worker_info(uuid).state is WorkerState.IDLE
     a.board.current = 0.0                                           # DUT draws nothing
     with pytest.raises(DryadError, match="DUT current"):
         client.healthcheck(uuid)
     info = client.get_worker_info(uuid)
-    assert info.state is WS.FAIL
+    assert info.state is WorkerState.FAIL
     assert "DUT current 0.000 A is outside [0.1, 5] A" in info.fail_reason
     assert a.agent.commands.count("healthcheck") == 2
 
@@ -414,7 +413,7 @@ def test_reconnects_with_backoff_and_registers_again(tmp_path: Path, agents) -> 
         a.wait_ready()
         link = a.agent.link
         assert link.attempts == 0 and link.retry_interval == pytest.approx(0.05)
-        assert first.client().get_worker_info(caps["UUID"]).state is WS.MAINTENANCE
+        assert first.client().get_worker_info(caps["UUID"]).state is WorkerState.MAINTENANCE
         before = link.registrations
         first.kill()
     finally:
@@ -422,7 +421,7 @@ def test_reconnects_with_backoff_and_registers_again(tmp_path: Path, agents) -> 
     second = ServerProcess(tmp_path / "s2.log", dryad_listen=endpoint, **QUICK).start()
     try:
         wait_until(lambda: link.registrations > before, 10, what="registered again")
-        assert second.client().get_worker_info(caps["UUID"]).state is WS.MAINTENANCE
+        assert second.client().get_worker_info(caps["UUID"]).state is WorkerState.MAINTENANCE
     finally:
         second.close()
 
@@ -453,15 +452,15 @@ def test_quick_command_does_not_overtake_the_exec_reply(monkeypatch) -> None:
 
     import paramiko
 
-    from boruta.dryad import embedded_ssh as S
-    original = S._Connection.check_channel_exec_request
+    from boruta.dryad import embedded_ssh
+    original = embedded_ssh._Connection.check_channel_exec_request
 
     def slow(self, channel, command):
         ok = original(self, channel, command)
         time.sleep(0.3)                      # the transport thread is descheduled
         return ok
 
-    monkeypatch.setattr(S._Connection, "check_channel_exec_request", slow)
+    monkeypatch.setattr(embedded_ssh._Connection, "check_channel_exec_request", slow)
     private = ed25519.Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption()).decode()

@@ -27,7 +27,6 @@ from e2e_helpers import (ROOT, ServerProcess, child_env, server_factory,  # noqa
 
 pytestmark = pytest.mark.slow
 
-WS = WorkerState
 INTERVAL = 0.2
 LIVENESS = 5
 QUICK = {"heartbeat_interval": INTERVAL, "heartbeat_liveness": LIVENESS,
@@ -170,7 +169,7 @@ def ssh_run(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
 
 def idle(client: Any, uuid: str, timeout: float = 10.0) -> None:
     client.set_state(uuid, "IDLE")
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, timeout,
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, timeout,
                what=f"worker {uuid} IDLE")
 
 
@@ -185,7 +184,7 @@ def test_job_cycle_over_real_ssh(server_factory, dryads, tmp_path: Path, key_typ
     uuid = dryad.uuid
     assert uuid == load_config(tmp_path / "dryad.toml").uuid
     info = client.get_worker_info(uuid)
-    assert info.state is WS.MAINTENANCE and info.ssh_address == f"127.0.0.1:{dryad.ssh[1]}"
+    assert info.state is WorkerState.MAINTENANCE and info.ssh_address == f"127.0.0.1:{dryad.ssh[1]}"
     idle(client, uuid)
 
     req_id = client.new_request(caps, 4)
@@ -219,7 +218,7 @@ def test_job_cycle_over_real_ssh(server_factory, dryads, tmp_path: Path, key_typ
 
     client.close_request(req_id)
     assert client.wait_request(req_id, timeout=5).state is ReqState.DONE
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 10,
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, 10,
                what="worker IDLE again")
     # the tunnel is gone, the old key is refused (directly at the dryad too)
     wait_until(lambda: not port_open(tunnel_port), 5, what="tunnel port closed")
@@ -270,7 +269,7 @@ def test_sigkill_mid_job_then_restart(server_factory, dryads, tmp_path: Path) ->
     ssh.close()
     assert final.state is ReqState.FAILED
     info = client.get_worker_info(uuid)
-    assert info.state is WS.FAIL and info.fail_reason.startswith("dryad lost")
+    assert info.state is WorkerState.FAIL and info.fail_reason.startswith("dryad lost")
     # silent for `window` seconds -> lost; the server checks every interval/2
     assert elapsed <= window + INTERVAL + 0.5, f"FAILED after {elapsed:.2f}s (window {window}s)"
     wait_until(lambda: not port_open(access.addr[1]), 5, what="tunnel closed")
@@ -299,7 +298,7 @@ def test_quick_restart_gets_a_fresh_session(server_factory, dryads, tmp_path: Pa
     events = client.events(worker_uuid=dryad.uuid)
     dryad.signal(signal.SIGKILL)
     dryad.wait(5)
-    assert client.get_worker_info(dryad.uuid).state is WS.IDLE    # the server has not noticed
+    assert client.get_worker_info(dryad.uuid).state is WorkerState.IDLE    # the server has not noticed
     dryads(config)
     assert worker_states_until_idle(events) == ["FAILED", "PREPARE", "IDLE"]
     events.close()
@@ -331,7 +330,7 @@ def test_commands_start_with_default_signals_when_the_dryad_ignores_them(
         assert not ignored_mask & (1 << (number - 1)), f"{name} ignored in a job's command"
     dryad.signal(signal.SIGHUP)                  # still ignored by the agent itself
     client.close_request(req_id)
-    wait_until(lambda: client.get_worker_info(dryad.uuid).state is WS.IDLE, 10,
+    wait_until(lambda: client.get_worker_info(dryad.uuid).state is WorkerState.IDLE, 10,
                what="the agent to prepare the worker again")
     assert dryad.proc is not None and dryad.proc.poll() is None
     assert "signal ignored" in dryad.log()
@@ -419,7 +418,7 @@ def test_system_session_backend_with_a_real_sshd(server_factory, dryads, tmp_pat
         finally:
             ssh.close()
         client.close_request(req_id)
-        wait_until(lambda: client.get_worker_info(dryad.uuid).state is WS.IDLE, 10,
+        wait_until(lambda: client.get_worker_info(dryad.uuid).state is WorkerState.IDLE, 10,
                    what="IDLE again")
         with pytest.raises(paramiko.AuthenticationException):
             ssh_connect("127.0.0.1", port, user, private_key(access)).close()

@@ -17,7 +17,6 @@ from e2e_helpers import ROOT, ServerProcess, server_factory, unique_caps, wait_u
 
 pytestmark = pytest.mark.slow
 
-WS = WorkerState
 QUICK = {"heartbeat_interval": 0.3, "heartbeat_liveness": 3, "dryad_reply_timeout": 1.0}
 
 
@@ -37,10 +36,10 @@ def test_lost_dryad_fails_its_worker_and_comes_back(server_factory: Callable[...
     farm.remove(dryad)                                   # the board loses power
     assert client.wait_request(req_id, [ReqState.FAILED], timeout=5).state is ReqState.FAILED
     info = client.get_worker_info(dryad.uuid)
-    assert info.state is WS.FAIL and info.fail_reason.startswith("dryad lost")
+    assert info.state is WorkerState.FAIL and info.fail_reason.startswith("dryad lost")
     back = farm.add(dryad.uuid, caps)                    # the dryad restarts: new connection
     farm.wait_registered(5, [back])
-    wait_until(lambda: state_of(client, dryad.uuid) is WS.IDLE, 5, what="re-registered worker IDLE")
+    wait_until(lambda: state_of(client, dryad.uuid) is WorkerState.IDLE, 5, what="re-registered worker IDLE")
     assert back.public_key is not None                   # prepared through the new link
 
 
@@ -53,19 +52,19 @@ def test_silent_dryad_command_deadline(server_factory: Callable[..., ServerProce
     mute.silent = True
     start = time.monotonic()
     client.set_state(mute.uuid, "IDLE")
-    wait_until(lambda: state_of(client, mute.uuid) is WS.FAIL, 5, what="prepare deadline")
+    wait_until(lambda: state_of(client, mute.uuid) is WorkerState.FAIL, 5, what="prepare deadline")
     assert 0.8 < time.monotonic() - start < 4
     assert "no reply to prepare" in client.get_worker_info(mute.uuid).fail_reason
     # Maintenance that never completes fails the same way.
     mute.silent = False
     mute.silent_ops = {"put_in_maintenance"}
     client.set_state(mute.uuid, "MAINTENANCE")
-    assert state_of(client, mute.uuid) is WS.BUSY
-    wait_until(lambda: state_of(client, mute.uuid) is WS.FAIL, 5, what="maintenance deadline")
+    assert state_of(client, mute.uuid) is WorkerState.BUSY
+    wait_until(lambda: state_of(client, mute.uuid) is WorkerState.FAIL, 5, what="maintenance deadline")
     # A slow but timely dryad is fine; its heartbeats keep flowing meanwhile.
     slow.delay = 0.5
     client.set_state(slow.uuid, "IDLE")
-    wait_until(lambda: state_of(client, slow.uuid) is WS.IDLE, 5)
+    wait_until(lambda: state_of(client, slow.uuid) is WorkerState.IDLE, 5)
 
 
 def test_reregister_from_new_identity_replaces_old(server_factory: Callable[..., ServerProcess]) -> None:
@@ -79,7 +78,7 @@ def test_reregister_from_new_identity_replaces_old(server_factory: Callable[...,
     second = farm.add(first.uuid, caps)                  # same UUID, new DEALER identity
     farm.wait_registered(5, [second])
     client.set_state(first.uuid, "IDLE")
-    wait_until(lambda: state_of(client, first.uuid) is WS.IDLE, 5)
+    wait_until(lambda: state_of(client, first.uuid) is WorkerState.IDLE, 5)
     assert second.public_key is not None and "prepare" not in first.commands
     farm.remove(first)
 
@@ -106,14 +105,14 @@ def test_healthcheck_on_request(server_factory: Callable[..., ServerProcess]) ->
     client = server.client()
     dryad = farm.dryads[0]
     client.set_state(dryad.uuid, "IDLE")
-    wait_until(lambda: state_of(client, dryad.uuid) is WS.IDLE, 5)
+    wait_until(lambda: state_of(client, dryad.uuid) is WorkerState.IDLE, 5)
     client.healthcheck(dryad.uuid)
     assert dryad.commands.count("healthcheck") == 1
     dryad.fail_healthcheck = "DUT does not boot"
     with pytest.raises(DryadError, match="DUT does not boot"):
         client.healthcheck(dryad.uuid)
     info = client.get_worker_info(dryad.uuid)
-    assert info.state is WS.FAIL and "DUT does not boot" in info.fail_reason
+    assert info.state is WorkerState.FAIL and "DUT does not boot" in info.fail_reason
 
 
 def test_periodic_healthcheck_of_idle_workers(server_factory: Callable[..., ServerProcess]) -> None:
@@ -124,10 +123,10 @@ def test_periodic_healthcheck_of_idle_workers(server_factory: Callable[..., Serv
     bad.fail_healthcheck = "STM not responding"
     for dryad in farm.dryads:
         client.set_state(dryad.uuid, "IDLE")
-    wait_until(lambda: state_of(client, bad.uuid) is WS.FAIL, 5, what="periodic healthcheck")
+    wait_until(lambda: state_of(client, bad.uuid) is WorkerState.FAIL, 5, what="periodic healthcheck")
     assert "STM not responding" in client.get_worker_info(bad.uuid).fail_reason
     wait_until(lambda: good.commands.count("healthcheck") >= 2, 5)
-    assert state_of(client, good.uuid) is WS.IDLE
+    assert state_of(client, good.uuid) is WorkerState.IDLE
 
 
 def test_tunnel_that_cannot_open_leaves_nothing_behind(server_factory: Callable[..., ServerProcess]) -> None:
@@ -143,13 +142,13 @@ def test_tunnel_that_cannot_open_leaves_nothing_behind(server_factory: Callable[
         uuid = farm.dryads[0].uuid
         client.set_state(uuid, "IDLE")
         req_id = client.new_request(caps, 4)
-        wait_until(lambda: state_of(client, uuid) is WS.FAIL, 5, what="worker failed")
+        wait_until(lambda: state_of(client, uuid) is WorkerState.FAIL, 5, what="worker failed")
         assert "tunnel" in client.get_worker_info(uuid).fail_reason
         info = client.get_request_info(req_id)
         assert info.state is ReqState.WAIT and info.job is None        # back in the queue
         blocker.close()                                                 # the port is free again
         client.set_state(uuid, "MAINTENANCE")
-        wait_until(lambda: state_of(client, uuid) is WS.MAINTENANCE, 5)
+        wait_until(lambda: state_of(client, uuid) is WorkerState.MAINTENANCE, 5)
         client.set_state(uuid, "IDLE")
         access = client.acquire_worker(req_id, timeout=5)
         assert access.addr[1] == port

@@ -18,7 +18,6 @@ from e2e_helpers import ServerProcess, shared_server, unique_caps, wait_until  #
 
 pytestmark = pytest.mark.slow
 
-WS = WorkerState
 
 
 def idle(client, farm, timeout: float = 5.0) -> None:
@@ -26,7 +25,7 @@ def idle(client, farm, timeout: float = 5.0) -> None:
     for dryad in farm.dryads:
         client.set_state(dryad.uuid, "IDLE")
     for dryad in farm.dryads:
-        wait_until(lambda: client.get_worker_info(dryad.uuid).state in (WS.IDLE, WS.RUN),
+        wait_until(lambda: client.get_worker_info(dryad.uuid).state in (WorkerState.IDLE, WorkerState.RUN),
                    timeout, what=f"{dryad.uuid} IDLE")
 
 
@@ -41,7 +40,7 @@ def test_full_lifecycle_to_done(shared_server: ServerProcess) -> None:
     client = shared_server.client()
     dryad = farm.dryads[0]
     worker = client.get_worker_info(dryad.uuid)
-    assert worker.state is WS.MAINTENANCE and worker.caps["device_type"] == caps["device_type"]
+    assert worker.state is WorkerState.MAINTENANCE and worker.caps["device_type"] == caps["device_type"]
     assert worker.ssh_address == "127.0.0.1:22"                      # empty host filled in
     idle(client, farm)
     assert dryad.public_key and dryad.public_key.startswith("ssh-ed25519 ")
@@ -53,13 +52,13 @@ def test_full_lifecycle_to_done(shared_server: ServerProcess) -> None:
     assert access.key_type == "ssh-ed25519" and "OPENSSH PRIVATE KEY" in access.key
     info = client.get_request_info(req_id)
     assert info.state is ReqState.INPROGRESS and info.job.worker_uuid == dryad.uuid
-    assert client.get_worker_info(dryad.uuid).state is WS.RUN
+    assert client.get_worker_info(dryad.uuid).state is WorkerState.RUN
     client.prolong_access(req_id)
 
     first_key = dryad.public_key
     client.close_request(req_id)
     assert client.wait_request(req_id, timeout=5).state is ReqState.DONE
-    wait_until(lambda: client.get_worker_info(dryad.uuid).state is WS.IDLE, 5,
+    wait_until(lambda: client.get_worker_info(dryad.uuid).state is WorkerState.IDLE, 5,
                what="worker prepared again")
     assert dryad.public_key != first_key                              # a fresh key per job
     with pytest.raises(WorkerNotAssignedError):
@@ -184,7 +183,7 @@ def test_maintenance_and_failure_seen_by_clients(shared_server: ServerProcess) -
     client.acquire_worker(req1, timeout=5)
     client.set_state(a.uuid, "MAINTENANCE")
     assert client.wait_request(req1, timeout=5).state is ReqState.FAILED
-    wait_until(lambda: client.get_worker_info(a.uuid).state is WS.MAINTENANCE, 5)
+    wait_until(lambda: client.get_worker_info(a.uuid).state is WorkerState.MAINTENANCE, 5)
     assert a.maintenance_message == "maintenance"
     # The dryad reports a failure: the reason is stored and shown.
     req2 = client.new_request({**caps, "UUID": b.uuid}, 4)
@@ -192,11 +191,11 @@ def test_maintenance_and_failure_seen_by_clients(shared_server: ServerProcess) -
     farm.run(b.set_fail("power supply lost"))
     assert client.wait_request(req2, timeout=5).state is ReqState.FAILED
     info = client.get_worker_info(b.uuid)
-    assert info.state is WS.FAIL and info.fail_reason == "power supply lost"
+    assert info.state is WorkerState.FAIL and info.fail_reason == "power supply lost"
     # A failing prepare: the worker goes FAILED with the dryad's reason.
     a.fail_prepare = "no space left on device"
     client.set_state(a.uuid, "IDLE")
-    wait_until(lambda: client.get_worker_info(a.uuid).state is WS.FAIL, 5)
+    wait_until(lambda: client.get_worker_info(a.uuid).state is WorkerState.FAIL, 5)
     assert "no space left on device" in client.get_worker_info(a.uuid).fail_reason
     # Deregistering the only capable workers makes a queued request INVALID.
     req3 = client.new_request(caps, 4)
@@ -223,7 +222,7 @@ def test_event_stream_each_transition_once_in_order(shared_server: ServerProcess
     idle(client, farm)
     client.acquire_worker(req_id, timeout=5)
     client.close_request(req_id)
-    wait_until(lambda: client.get_worker_info(uuid).state is WS.IDLE, 5)
+    wait_until(lambda: client.get_worker_info(uuid).state is WorkerState.IDLE, 5)
 
     def take(stream, n):
         got = []
