@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from boruta import __version__ as BORUTA_VERSION
 from boruta.core.errors import BorutaError
 from e2e_helpers import ROOT, ServerProcess, shared_server, unique_caps, wait_until  # noqa: F401
 
@@ -160,6 +161,63 @@ def test_server_refusals(cli) -> None:
     assert r.code == 1 and r.json()["error"]["code"] == "wrong_sort_item", r
     r = cli("request", "new", "--caps", "a=b", "--deadline", "whenever")
     assert r.code == 2, r
+    r = cli("request", "show", "18446744073709551616")
+    assert r.code == 2 and "out of range: request IDs run from 1 to" in r.err, r
+    r = cli("request", "new", "--caps", "a=b", "--priority", "99999999999999999999", "--json")
+    assert r.code == 2 and r.json()["error"]["code"] == "usage", r
+
+
+def test_ping(shared_server: ServerProcess, cli) -> None:
+    r = cli("ping", "--json")
+    assert r.code == 0, r
+    doc = r.json()
+    assert doc["server"] == BORUTA_VERSION and doc["protocol"] == 1
+    assert doc["endpoints"]["listen"] == shared_server.listen
+    assert doc["endpoints"]["events"] == shared_server.events
+    r = cli("ping")
+    assert r.code == 0 and r.out.splitlines()[0] == f"Server     {BORUTA_VERSION}", r
+
+
+def test_worker_show_json_has_the_addresses(shared_server: ServerProcess, cli) -> None:
+    farm = shared_server.farm(1, caps=unique_caps())
+    uuid = farm.dryads[0].uuid
+    r = cli("worker", "show", uuid, "--json")
+    assert r.code == 0, r
+    doc = r.json()
+    assert doc["uuid"] == uuid
+    assert doc["dryad_address"] == "127.0.0.1:7175" and doc["ssh_address"] == "127.0.0.1:22"
+    items = cli("worker", "list", "--json", "--caps", f"UUID={uuid}").json()["items"]
+    assert items == [doc]
+
+
+def test_worker_healthcheck(shared_server: ServerProcess, cli) -> None:
+    farm = shared_server.farm(1, caps=unique_caps())
+    dryad = farm.dryads[0]
+    r = cli("worker", "healthcheck", dryad.uuid)
+    assert r.code == 0 and r.out == f"Worker {dryad.uuid} passed its healthcheck.\n", r
+    _idle(cli, dryad.uuid, shared_server.client())
+    dryad.fail_healthcheck = "the board has no power"
+    r = cli("worker", "healthcheck", dryad.uuid, "--json")
+    assert r.code == 1, r
+    error = r.json()["error"]
+    assert error["code"] == "dryad_error" and "the board has no power" in error["message"]
+    shown = cli("worker", "show", dryad.uuid, "--json").json()
+    assert shown["state"] == "FAILED" and "the board has no power" in shown["fail_reason"]
+
+
+def test_request_wait_timeout_is_said_for_people(cli) -> None:
+    caps = unique_caps()
+    r = cli("request", "new", "--caps", f"device_type={caps['device_type']}",
+            "--queue-unsatisfiable")
+    assert r.code == 0, r
+    req_id = int(r.out)
+    r = cli("request", "wait", str(req_id), "--timeout", "1")
+    assert r.code == 3 and r.err == f"boruta: request {req_id} is still WAITING after 1s.\n", r
+    r = cli("request", "acquire", str(req_id), "--timeout", "0.5", "--json")
+    assert r.code == 3, r
+    assert r.json()["error"] == {"code": "wait_timeout",
+                                 "message": f"request {req_id} is still WAITING after 0.5s"}
+    assert cli("request", "close", str(req_id)).code == 0
 
 
 def test_unreachable_server_is_exit_3_fast(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from boruta.cli import parse as p
+from boruta.core.errors import ConfigError
 from boruta.core.types import ReqState, SortInfo, WorkerState
+from boruta.transport.addresses import CLIENT_ENDPOINT
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -82,6 +84,36 @@ def test_parse_duration_rejects(text):
         p.parse_duration(text)
 
 
+def test_parse_duration_has_a_most():
+    assert p.parse_duration("3650d") == 3650 * 86400
+    with pytest.raises(ValueError, match=r"too long; the most is 3650d"):
+        p.parse_duration("3651d")
+    with pytest.raises(ValueError, match=r"too long"):
+        p.parse_duration("99999999999999999999999999")
+
+
+# ---- integers
+
+@pytest.mark.parametrize("text, value", [("1", 1), (" 42 ", 42), ("+7", 7), ("-3", -3),
+                                         ("9223372036854775807", 2 ** 63 - 1)])
+def test_parse_integer(text, value):
+    assert p.parse_integer(text, -10, 2 ** 63 - 1, "the range") == value
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "'' is not a whole number"), ("1.5", "'1.5' is not a whole number"),
+    ("1e9", "'1e9' is not a whole number"), ("1_000", "'1_000' is not a whole number"),
+    ("\u00b2", "'\u00b2' is not a whole number"),
+    ("\u0661\u0662", "'\u0661\u0662' is not a whole number"),     # Arabic-Indic digits
+    ("-11", "-11 is out of range: the range"),
+    ("9223372036854775808", "9223372036854775808 is out of range: the range"),
+])
+def test_parse_integer_rejects(text, message):
+    with pytest.raises(ValueError) as exc:
+        p.parse_integer(text, -10, 2 ** 63 - 1, "the range")
+    assert str(exc.value) == message
+
+
 # ---- states
 
 @pytest.mark.parametrize("text, state", [
@@ -147,11 +179,18 @@ def test_parse_cap_rejects(text):
         p.parse_cap(text)
 
 
-def test_parse_caps():
-    assert p.parse_caps([]) == {}
-    assert p.parse_caps(["a=1", "b=2", "a=1"]) == {"a": "1", "b": "2"}
-    with pytest.raises(ValueError, match="twice"):
-        p.parse_caps(["a=1", "a=2"])
+@pytest.mark.parametrize("text, pair", [
+    ("heartbeat_interval=0.5", ("heartbeat_interval", "0.5")),
+    (" job_timeout = 60 ", ("job_timeout", "60")),
+    ("listen=tcp://*:7175", ("listen", "tcp://*:7175")),
+])
+def test_parse_setting(text, pair):
+    assert p.parse_setting(text) == pair
+
+
+def test_parse_setting_rejects():
+    with pytest.raises(ValueError, match=r"invalid setting 'x'; use KEY=VALUE"):
+        p.parse_setting("x")
 
 
 # ---- sort
@@ -174,6 +213,9 @@ def test_parse_sort_rejects(text):
 
 # ---- endpoints and where the server is
 
+MISSING = "/nonexistent/client.toml"
+
+
 @pytest.mark.parametrize("text, endpoint", [
     ("tcp://127.0.0.1:7175", "tcp://127.0.0.1:7175"),
     ("boruta.example.com:7175", "tcp://boruta.example.com:7175"),
@@ -181,15 +223,15 @@ def test_parse_sort_rejects(text):
     ("ipc:///tmp/boruta.sock", "ipc:///tmp/boruta.sock"),
     ("tcp://[::1]:7175", "tcp://[::1]:7175"),
 ])
-def test_normalize_endpoint(text, endpoint):
-    assert p.normalize_endpoint(text) == endpoint
+def test_server_option_forms(text, endpoint):
+    assert p.resolve_server(text, {}, MISSING) == endpoint
 
 
-@pytest.mark.parametrize("text", ["", "tcp://h", "tcp://h:", "tcp://:7175", "http://h:80",
-                                  "tcp://h:99999", "tcp://h:0", "h:port"])
-def test_normalize_endpoint_rejects(text):
-    with pytest.raises(ValueError):
-        p.normalize_endpoint(text)
+@pytest.mark.parametrize("text", ["tcp://h", "tcp://h:", "tcp://:7175", "http://h:80",
+                                  "tcp://h:99999", "tcp://h:0", "h:port", "tcp://h:\u00b2"])
+def test_server_option_rejects(text):
+    with pytest.raises(ValueError, match="invalid endpoint"):
+        p.resolve_server(text, {}, MISSING)
 
 
 def test_resolve_server_order(tmp_path):
@@ -200,8 +242,8 @@ def test_resolve_server_order(tmp_path):
     assert p.resolve_server(None, env, cfg) == "tcp://from-env:2"
     assert p.resolve_server(None, {}, cfg) == "tcp://from-file:1"
     assert p.resolve_server(None, {"BORUTA_SERVER": "  "}, cfg) == "tcp://from-file:1"
-    assert p.resolve_server(None, {}, tmp_path / "missing.toml") == p.DEFAULT_SERVER
-    assert p.DEFAULT_SERVER == "tcp://127.0.0.1:7175"
+    assert p.resolve_server(None, {}, tmp_path / "missing.toml") == CLIENT_ENDPOINT
+    assert CLIENT_ENDPOINT == "tcp://127.0.0.1:7175"
 
 
 def test_resolve_server_reads_home_config(tmp_path, monkeypatch):
@@ -216,24 +258,31 @@ def test_resolve_server_reads_home_config(tmp_path, monkeypatch):
 def test_config_without_server_key(tmp_path):
     cfg = tmp_path / "client.toml"
     cfg.write_text('timeout = 3\n')
-    assert p.resolve_server(None, {}, cfg) == p.DEFAULT_SERVER
+    assert p.resolve_server(None, {}, cfg) == CLIENT_ENDPOINT
+    cfg.write_text('server = ""\n')
+    assert p.resolve_server(None, {}, cfg) == CLIENT_ENDPOINT
 
 
-@pytest.mark.parametrize("content, match", [
-    ("server = ", "invalid client config"),
-    ("server = 7175\n", "must be a string"),
-    (b"\xff\xfe", "invalid client config"),
+@pytest.mark.parametrize("content, problem", [
+    ("server = ", "not valid TOML: "),
+    ("server = 7175\n", "server: must be a string"),
+    ('server = "http://h:1"\n', "server: invalid endpoint 'http://h:1'"),
+    (b"\xff\xfe", "not valid TOML: "),
 ])
-def test_bad_config_is_an_error(tmp_path, content, match):
+def test_bad_config_is_an_error_naming_the_file(tmp_path, content, problem):
     cfg = tmp_path / "client.toml"
     if isinstance(content, bytes):
         cfg.write_bytes(content)
     else:
         cfg.write_text(content)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError) as exc:
         p.resolve_server(None, {}, cfg)
+    assert str(exc.value).startswith(f"client config {cfg}: {problem}")
+    assert exc.value.source == f"client config {cfg}"
 
 
-def test_bad_endpoint_from_env_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="endpoint"):
+def test_bad_endpoint_from_env_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as exc:
         p.resolve_server(None, {"BORUTA_SERVER": "http://x"}, tmp_path / "none.toml")
+    assert str(exc.value) == ("BORUTA_SERVER: invalid endpoint 'http://x'; "
+                              "use tcp://HOST:PORT or ipc://PATH")

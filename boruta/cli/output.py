@@ -1,8 +1,9 @@
 """What the `boruta` command prints: JSON documents for machines, rich tables for people.
 
-The JSON shapes are those of shared/CLI.md; requests and workers come from
-ReqInfo.to_dict() / WorkerInfo.to_dict() so that the CLI and the library
-agree on one document.
+A request or a worker in `--json` output is the document the protocol
+carries (boruta.transport.documents), so that the CLI, the library and
+docs/protocol.md agree on one shape. Times are ISO 8601 UTC with a Z;
+durations are written for people (`1s`, `2.5s`, `10m`, `1h30m`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from boruta.cli.parse import UNIT_SECONDS
 from boruta.core.types import ListInfo, ReqInfo, WorkerInfo, iso
+from boruta.transport.documents import request_out, worker_out
 
 NONE = "-"
 
@@ -32,8 +35,10 @@ def to_jsonable(value: Any) -> Any:
         return value.value if isinstance(value.value, (str, int, float)) else str(value)
     if isinstance(value, datetime):
         return iso(value)
-    if isinstance(value, (ReqInfo, WorkerInfo)):
-        return value.to_dict()
+    if isinstance(value, ReqInfo):
+        return request_out(value)
+    if isinstance(value, WorkerInfo):
+        return worker_out(value)
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -67,18 +72,44 @@ def error_doc(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def list_doc(items: Sequence[Any], info: ListInfo | None) -> dict[str, Any]:
-    docs = [i.to_dict() for i in items]
+    docs = [to_jsonable(i) for i in items]
     total = info.total_items if info is not None else len(docs)
     remaining = info.remaining_items if info is not None else 0
     return {"items": docs, "total": total, "remaining": remaining}
 
 
-def access_doc(host: str, port: int, username: str, key_file: str, key_type: str | None) -> dict[str, Any]:
+def access_doc(host: str, port: int, username: str, key_file: str,
+               key_type: str | None) -> dict[str, Any]:
     return {"host": host, "port": port, "username": username, "key_file": key_file,
             "key_type": key_type}
 
 
 # --------------------------------------------------------------------------- people
+
+_UNITS = sorted(UNIT_SECONDS.items(), key=lambda item: -item[1])    # d, h, m, s
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds for people: `1s` (not 0.999999s), `2.5s`, `0.25s`, `10m`, `1h30m`, `2d`.
+
+    Under a minute: two significant decimals below 1s, one below 10s, whole
+    seconds above. From a minute on: whole seconds, in d, h, m and s parts.
+    """
+    value = float(seconds)
+    if value < 0:
+        return "-" + format_duration(-value)
+    digits = 2 if value < 1 else 1 if value < 10 else 0
+    rounded = round(value, digits)
+    if rounded < 60:
+        return f"{rounded:g}s"
+    left = round(value)
+    parts = []
+    for unit, size in _UNITS:
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
 
 def make_console(stream: TextIO | None = None) -> Console:
     out = stream if stream is not None else sys.stdout
@@ -193,7 +224,7 @@ def _print_summary(console: _Printer, shown: int, info: ListInfo | None, noun: s
         console.print(Text(text, style="dim"))
 
 
-def _print_fields(fields: Sequence[tuple[str, Any]], stream: TextIO | None = None) -> None:
+def print_fields(fields: Sequence[tuple[str, Any]], stream: TextIO | None = None) -> None:
     console = _Printer(stream)
     table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0),
                   show_edge=False)
@@ -205,7 +236,7 @@ def _print_fields(fields: Sequence[tuple[str, Any]], stream: TextIO | None = Non
 
 
 def print_request(req: ReqInfo, stream: TextIO | None = None) -> None:
-    _print_fields([
+    print_fields([
         ("ID", req.id),
         ("Priority", req.priority),
         ("State", str(req.state)),
@@ -230,7 +261,27 @@ def print_worker(worker: WorkerInfo, stream: TextIO | None = None) -> None:
         fields.append(("Dryad", worker.dryad_address))
     if worker.ssh_address:
         fields.append(("SSH", worker.ssh_address))
-    _print_fields(fields, stream)
+    print_fields(fields, stream)
+
+
+_ENDPOINT_LABELS = {"listen": "Clients", "dryad": "Dryads", "events": "Events"}
+
+
+def print_ping(info: Mapping[str, Any], stream: TextIO | None = None) -> None:
+    """The server's answer to ping, one field a line."""
+    fields: list[tuple[str, Any]] = [
+        ("Server", info.get("server")),
+        ("Protocol", info.get("protocol")),
+        ("Matcher", info.get("matcher")),
+    ]
+    heartbeat = info.get("heartbeat_interval")
+    if isinstance(heartbeat, (int, float)) and not isinstance(heartbeat, bool):
+        fields.append(("Heartbeat", f"every {format_duration(heartbeat)}"))
+    endpoints = info.get("endpoints")
+    if isinstance(endpoints, Mapping):
+        fields.extend((_ENDPOINT_LABELS.get(str(name), str(name)), where)
+                      for name, where in endpoints.items())
+    print_fields(fields, stream)
 
 
 def ssh_command(key_file: str, host: str, port: int, username: str) -> str:

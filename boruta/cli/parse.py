@@ -1,7 +1,8 @@
 """Parsing of what people type on the `boruta` command line (pure functions).
 
 Every parser raises `ValueError` with a message fit to show to a person;
-boruta/cli/app.py turns that into a usage error (exit status 2).
+the click types of boruta/cli/options.py turn that into a usage error (exit
+status 2).
 """
 from __future__ import annotations
 
@@ -10,24 +11,29 @@ import re
 import tomllib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
+from boruta.core.addresses import AddressError
+from boruta.core.errors import ConfigError
 from boruta.core.types import (
-    SortInfo,
     ReqState,
+    SortInfo,
     WorkerState,
     parse_req_state as _core_parse_req_state,
     parse_worker_state as _core_parse_worker_state,
 )
+from boruta.transport.addresses import CLIENT_ENDPOINT, parse_endpoint
 
-DEFAULT_SERVER = "tcp://127.0.0.1:7175"
 SERVER_ENV = "BORUTA_SERVER"
 
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The longest duration accepted: longer than anyone means to wait, and short enough
+# that every clock and socket timeout below can still count it.
+MAX_DURATION_DAYS = 3650
 _RELATIVE_RE = re.compile(r"^\+((?:\d+[smhd])+)$")
 _RELATIVE_PART_RE = re.compile(r"(\d+)([smhd])")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)([smhd]?)$")
-_ENDPOINT_RE = re.compile(r"^(tcp|ipc|inproc)://(.+)$")
+_INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
 
 REQ_STATE_NAMES = "WAITING, 'IN PROGRESS', CANCELLED, TIMEOUT, INVALID, DONE, FAILED"
 WORKER_STATE_NAMES = "MAINTENANCE, IDLE, RUNNING, FAILED, PREPARE, BUSY"
@@ -44,7 +50,7 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
         raise ValueError("empty time; use ISO 8601 (2026-12-01T10:00:00Z) or +90s, +10m, +2h, +1d")
     m = _RELATIVE_RE.match(raw)
     if m:
-        seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _RELATIVE_PART_RE.findall(m.group(1)))
+        seconds = sum(int(n) * UNIT_SECONDS[u] for n, u in _RELATIVE_PART_RE.findall(m.group(1)))
         base = now if now is not None else datetime.now(timezone.utc)
         if base.tzinfo is None:
             base = base.replace(tzinfo=timezone.utc)
@@ -67,14 +73,29 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 
 
 def parse_duration(text: str) -> float:
-    """Seconds, as a number (`90`, `0.5`) or with a unit (`90s`, `10m`, `2h`, `1d`); > 0."""
+    """Seconds, as a number (`90`, `0.5`) or with a unit (`90s`, `10m`, `2h`, `1d`);
+    more than zero and at most MAX_DURATION_DAYS."""
     raw = str(text).strip().lower()
     m = _DURATION_RE.match(raw)
     if not m:
         raise ValueError(f"invalid duration {text!r}; use seconds (30, 0.5) or 90s, 10m, 2h, 1d")
-    value = float(m.group(1)) * _UNIT_SECONDS[m.group(2) or "s"]
+    value = float(m.group(1)) * UNIT_SECONDS[m.group(2) or "s"]
     if value <= 0:
         raise ValueError(f"duration {text!r} must be more than zero")
+    if value > MAX_DURATION_DAYS * UNIT_SECONDS["d"]:
+        raise ValueError(f"duration {text!r} is too long; the most is {MAX_DURATION_DAYS}d")
+    return value
+
+
+def parse_integer(text: str, low: int, high: int, what: str) -> int:
+    """A whole number in ASCII digits within low..high; `what` names the range for people
+    (e.g. "request IDs run from 1 to ...")."""
+    raw = str(text).strip()
+    if not _INTEGER_RE.match(raw):
+        raise ValueError(f"{text!r} is not a whole number")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(f"{raw} is out of range: {what}")
     return value
 
 
@@ -104,27 +125,27 @@ def parse_settable_worker_state(text: str) -> WorkerState:
     return state
 
 
-def parse_cap(text: str) -> tuple[str, str]:
-    """One `KEY=VALUE`; the value may itself contain `=`."""
+def parse_key_value(text: str, what: str, example: str) -> tuple[str, str]:
+    """One `KEY=VALUE` (the key stripped; the value may itself contain `=`)."""
     raw = str(text)
     key, sep, value = raw.partition("=")
     if not sep:
-        raise ValueError(f"invalid capability {raw!r}; use KEY=VALUE, e.g. device_type=rpi4")
+        raise ValueError(f"invalid {what} {raw!r}; use KEY=VALUE, e.g. {example}")
     key = key.strip()
     if not key:
-        raise ValueError(f"invalid capability {raw!r}: the key is empty")
+        raise ValueError(f"invalid {what} {raw!r}: the key is empty")
     return key, value
 
 
-def parse_caps(items: Iterable[str]) -> dict[str, str]:
-    """Several `KEY=VALUE`s into a dict; one key given twice with different values is an error."""
-    caps: dict[str, str] = {}
-    for item in items:
-        key, value = parse_cap(item)
-        if key in caps and caps[key] != value:
-            raise ValueError(f"capability {key!r} given twice ({caps[key]!r} and {value!r})")
-        caps[key] = value
-    return caps
+def parse_cap(text: str) -> tuple[str, str]:
+    """One capability `KEY=VALUE`; the value is kept as typed."""
+    return parse_key_value(text, "capability", "device_type=rpi4")
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """One server setting `KEY=VALUE`, as the configuration file names it."""
+    key, value = parse_key_value(text, "setting", "heartbeat_interval=0.5")
+    return key, value.strip()
 
 
 def parse_sort(text: str) -> SortInfo:
@@ -142,68 +163,59 @@ def parse_sort(text: str) -> SortInfo:
     raise ValueError(f"invalid sort order {order!r} in {text!r}; use :asc or :desc")
 
 
-def normalize_endpoint(text: str) -> str:
-    """A ZeroMQ endpoint; `HOST:PORT` alone means `tcp://HOST:PORT`."""
-    raw = str(text).strip()
-    if not raw:
-        raise ValueError("empty server endpoint; use e.g. tcp://boruta.example.com:7175")
-    if "://" not in raw:
-        raw = "tcp://" + raw
-    m = _ENDPOINT_RE.match(raw)
-    if not m:
-        raise ValueError(f"invalid server endpoint {text!r}; use tcp://HOST:PORT or ipc://PATH")
-    if m.group(1) == "tcp":
-        host, sep, port = m.group(2).rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"invalid server endpoint {text!r}; use tcp://HOST:PORT")
-    return raw
-
-
 def client_config_path(home: str | os.PathLike[str] | None = None) -> Path:
     base = Path(home) if home is not None else Path.home()
     return base / ".config" / "boruta" / "client.toml"
 
 
 def read_client_config_server(path: str | os.PathLike[str]) -> str | None:
-    """The `server` key of the client config file; None when the file or the key is absent."""
+    """The `server` key of the client config file; None when the file or the key is absent.
+
+    Raises ConfigError naming the file."""
     p = Path(path)
+    source = f"client config {p}"
     try:
         data = p.read_bytes()
-    except FileNotFoundError:
-        return None
-    except (IsADirectoryError, NotADirectoryError):
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
     except OSError as exc:
-        raise ValueError(f"cannot read {p}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}", source=source) from None
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"invalid client config {p}: {exc}") from None
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
     server = doc.get("server")
-    if server is None:
+    if server is None or (isinstance(server, str) and not server.strip()):
         return None
     if not isinstance(server, str):
-        raise ValueError(f"invalid client config {p}: 'server' must be a string")
-    return server
+        raise ConfigError("must be a string", field="server", source=source)
+    try:
+        return parse_endpoint(server)
+    except AddressError as exc:
+        raise ConfigError(str(exc), field="server", source=source) from None
 
 
 def resolve_server(option: str | None, env: Mapping[str, str] | None = None,
                    config_path: str | os.PathLike[str] | None = None) -> str:
-    """--server, then $BORUTA_SERVER, then the client config file, then the default."""
+    """--server, then $BORUTA_SERVER, then the client config file, then CLIENT_ENDPOINT.
+
+    A bad value raises ValueError (ConfigError for the variable and the file,
+    naming which).
+    """
     if option is not None and str(option).strip():
-        return normalize_endpoint(option)
+        return parse_endpoint(option)
     environ = os.environ if env is None else env
     value = environ.get(SERVER_ENV, "")
     if value.strip():
-        return normalize_endpoint(value)
+        try:
+            return parse_endpoint(value)
+        except AddressError as exc:
+            raise ConfigError(str(exc), source=SERVER_ENV) from None
     if config_path is not None:
         path = Path(config_path)
     else:
         try:
             path = client_config_path()
         except (RuntimeError, KeyError):     # no home directory to look in
-            return DEFAULT_SERVER
-    from_file = read_client_config_server(path)
-    if from_file is not None and from_file.strip():
-        return normalize_endpoint(from_file)
-    return DEFAULT_SERVER
+            return CLIENT_ENDPOINT
+    return read_client_config_server(path) or CLIENT_ENDPOINT
