@@ -35,6 +35,7 @@ import zmq.asyncio
 
 from boruta.core.errors import BorutaError
 from boruta.transport import codec, operations
+from boruta.transport.addresses import UPSTREAM_DRYAD_PORT
 from boruta.transport.errors import UnknownOperationError
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 #: What a dryad registers as its own address. It listens on nothing (it connects
 #: out), so this is informational only: upstream's dryad port, with no host, which
 #: the server fills in with the address the dryad connects from.
-UPSTREAM_DRYAD_PORT = 7175
 DRYAD_ADDRESS = f":{UPSTREAM_DRYAD_PORT}"
 
 #: ZeroMQ's own TCP reconnect interval, doubling up to the maximum (milliseconds).

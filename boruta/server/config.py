@@ -1,6 +1,6 @@
 """The server's configuration: a TOML file, then overrides (command-line flags).
 
-    listen = "tcp://*:7175"          # clients (ROUTER)
+    listen = "tcp://*:7175"          # clients (ROUTER); defaults: boruta.transport.addresses
     dryad_listen = "tcp://*:7176"    # dryads (ROUTER; dryads connect as DEALER peers)
     events = "tcp://*:7177"          # event stream (XPUB)
     public_host = "127.0.0.1"        # the host name clients are told to SSH to

@@ -15,6 +15,7 @@ CLIENT_PORT = 7175           # client endpoint (upstream's port)
 DRYAD_PORT = 7176            # dryad endpoint
 EVENTS_PORT = 7177           # event stream
 HTTP_PORT = 8487             # upstream's HTTP API port
+UPSTREAM_DRYAD_PORT = 7175   # where upstream's dryads listened (ours connect out instead)
 
 LISTEN_CLIENTS = f"tcp://*:{CLIENT_PORT}"       # what the server binds by default
 LISTEN_DRYADS = f"tcp://*:{DRYAD_PORT}"
@@ -30,7 +31,7 @@ TRANSPORTS = ("tcp", "ipc", "inproc")
 __all__ = [
     "AddressError", "CLIENT_ENDPOINT", "CLIENT_PORT", "DRYAD_ENDPOINT", "DRYAD_PORT",
     "EVENTS_ENDPOINT", "EVENTS_PORT", "HTTP_PORT", "LISTEN_CLIENTS", "LISTEN_DRYADS",
-    "LISTEN_EVENTS", "connectable_endpoint", "endpoint_with_port", "fill_host",
+    "LISTEN_EVENTS", "UPSTREAM_DRYAD_PORT", "connectable_endpoint", "endpoint_with_port", "fill_host",
     "join_host_port", "parse_endpoint", "parse_port", "split_host_port",
 ]
 
