@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import START, Farm  # tests/ is on sys.path (no __init__.py)
-
 from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.scheduler import Scheduler
+from boruta.testing import START, InProcessFarm
 
 
 @pytest.fixture(params=["reference", "compiled"])
@@ -42,5 +41,6 @@ def sched(clock: ManualClock, config: SchedulerConfig, matcher_kind: str) -> Sch
 
 
 @pytest.fixture
-def farm(sched: Scheduler, clock: ManualClock) -> Farm:
-    return Farm(sched, clock)
+def farm(sched: Scheduler) -> InProcessFarm:
+    """The scheduler with a shell that answers its effects only when the test says so."""
+    return InProcessFarm(sched, auto_complete=False)

@@ -1,13 +1,12 @@
-"""ListRequests / ListWorkers: filters, sorting and pagination (SPEC B2.8, B2.9, B3.8, B8.4)."""
+"""ListRequests / ListWorkers: filters, sorting and pagination, as upstream's."""
 from __future__ import annotations
 
 import pytest
 
-from helpers import wuuid
-
 from boruta.core.errors import BadArgumentError, NotFoundError, WrongSortItemError
 from boruta.core.types import (MAX_PAGE_LIMIT, ListInfo, Paginator, ReqState, RequestFilter,
                                SortInfo, UserInfo, WorkerFilter, WorkerState)
+from boruta.testing import wuuid
 
 RS, WS = ReqState, WorkerState
 P = 4                                   # odd IDs have priority P, even IDs P+1
@@ -29,13 +28,13 @@ def sixteen(farm):
         req_id = farm.request(priority=P if n % 2 else P + 1)
         assert req_id == n and farm.worker_of(n) == wuuid(1)
         farm.done(req_id)
-    states = {r.id: r.state for r in farm.sched.list_requests()[0]}
+    states = {r.id: r.state for r in farm.scheduler.list_requests()[0]}
     assert states == {n: RS.WAIT if n <= 2 else RS.DONE for n in range(1, 17)}
-    return farm.sched
+    return farm.scheduler
 
 
-# ---------------------------------------------------------------- B2.8 worked examples
-class TestB28WorkedExamples:
+# ---------------------------------------------------------------- worked examples
+class TestWorkedExamples:
     EVEN = RequestFilter(priorities=(P + 1,))
 
     @pytest.mark.parametrize("filt, sorter, paginator, expected, total, remaining", [
@@ -68,20 +67,20 @@ class TestB28WorkedExamples:
         # ValidAfter in the future keeps them out of the matcher: creation stays cheap.
         later = farm.later(3600)
         for _ in range(MAX_PAGE_LIMIT + 16):
-            farm.sched.new_request({}, 8, valid_after=later)
-        farm.sched.drain_effects()
-        page, info = farm.sched.list_requests(paginator=Paginator(limit=0))
+            farm.scheduler.new_request({}, 8, valid_after=later)
+        farm.scheduler.drain_effects()
+        page, info = farm.scheduler.list_requests(paginator=Paginator(limit=0))
         assert len(page) == MAX_PAGE_LIMIT and info == ListInfo(MAX_PAGE_LIMIT + 16, 16)
         assert page[0].id == 1 and page[-1].id == MAX_PAGE_LIMIT
 
 
-class TestB84Pagination:
+class TestPagination:
     @pytest.fixture
     def four(self, farm):
         farm.register(wuuid(1))
         for _ in range(4):
             farm.request()
-        return farm.sched
+        return farm.scheduler
 
     @pytest.mark.parametrize("paginator, expected, remaining", [
         (Paginator(0, limit=2), [1, 2], 2),
@@ -114,23 +113,26 @@ class TestB84Pagination:
         assert seen == list(range(1, 17))
 
 
-class TestB28Errors:
+class TestListRequestsErrors:
     def test_unknown_paginator_id(self, farm):
         farm.register(wuuid(1))
         farm.request()
         with pytest.raises(NotFoundError) as err:
-            farm.sched.list_requests(paginator=Paginator(2))
+            farm.scheduler.list_requests(paginator=Paginator(2))
         assert str(err.value) == "request not found"
 
     @pytest.mark.parametrize("item", ["uuid", "owner", "caps", "ids"])
     def test_wrong_sort_item(self, farm, item):
         with pytest.raises(WrongSortItemError) as err:
-            farm.sched.list_requests(sorter=SortInfo(item))
-        assert str(err.value) == "unknown name of item by which list should be sorted"
+            farm.scheduler.list_requests(sorter=SortInfo(item))
+        # The message lists the items that do exist.
+        assert str(err.value) == (f"unknown sort item {item!r}: "
+                                  "use one of id, priority, deadline, validafter, state")
+        assert err.value.code == "wrong_sort_item"
 
     def test_empty(self, farm):
-        assert farm.sched.list_requests() == ([], ListInfo(0, 0))
-        assert farm.sched.list_requests(RequestFilter(ids=(1,))) == ([], ListInfo(0, 0))
+        assert farm.scheduler.list_requests() == ([], ListInfo(0, 0))
+        assert farm.scheduler.list_requests(RequestFilter(ids=(1,))) == ([], ListInfo(0, 0))
 
     @pytest.mark.parametrize("kwargs", [
         {"paginator": Paginator(limit=MAX_PAGE_LIMIT + 1)},
@@ -143,11 +145,11 @@ class TestB28Errors:
         farm.register(wuuid(1))
         farm.request()
         with pytest.raises(BadArgumentError):
-            farm.sched.list_requests(**kwargs)
+            farm.scheduler.list_requests(**kwargs)
 
 
-# ---------------------------------------------------------------- B2.9 sorting
-class TestB29Sorting:
+# ---------------------------------------------------------------- sorting
+class TestSorting:
     @pytest.fixture
     def mixed(self, farm):
         """One request per state, with priorities and times that disagree with IDs."""
@@ -163,26 +165,26 @@ class TestB29Sorting:
         f.request(priority=3, valid_after=f.later(5 * h), deadline=f.later(7 * h))
         # 3 IN PROGRESS
         r3 = f.request({"pool": "a"}, priority=1, deadline=f.later(2 * h))
-        assert f.rstate(r3) is RS.INPROGRESS
+        assert f.request_state(r3) is RS.INPROGRESS
         # 4 CANCELLED
         r4 = f.request({"pool": "b"}, priority=16, deadline=f.later(8 * h))
-        f.sched.close_request(r4)
+        f.scheduler.close_request(r4)
         # 5 INVALID (its only worker leaves)
         f.request({"pool": "c"}, priority=3, deadline=f.later(6 * h))
-        f.sched.deregister(wuuid(3))
+        f.scheduler.deregister(wuuid(3))
         # 6 TIMEOUT
         f.request({"pool": "b"}, priority=1, deadline=f.later(0.5))
         f.tick(0.5)
         # 7 FAILED
         f.idle(wuuid(2))
         r7 = f.request({"pool": "b"}, priority=3, deadline=f.later(h))
-        f.sched.set_fail(wuuid(2), "dead")
+        f.scheduler.set_fail(wuuid(2), "dead")
         f.drain()
-        assert {r.id: r.state for r in f.sched.list_requests()[0]} == {
+        assert {r.id: r.state for r in f.scheduler.list_requests()[0]} == {
             1: RS.DONE, 2: RS.WAIT, 3: RS.INPROGRESS, 4: RS.CANCEL, 5: RS.INVALID,
             6: RS.TIMEOUT, 7: RS.FAILED}
         assert r7 == 7
-        return f.sched
+        return f.scheduler
 
     def test_state_is_lexicographic_on_wire_string(self, mixed):
         got, _ = page_ids(mixed.list_requests(sorter=SortInfo("state")))
@@ -223,29 +225,29 @@ class TestB29Sorting:
         for prio in (5, 5, 2, 5, 2):
             farm.request(priority=prio)
         sorter = SortInfo("priority", descending=True)
-        got, info = page_ids(farm.sched.list_requests(sorter=sorter,
+        got, info = page_ids(farm.scheduler.list_requests(sorter=sorter,
                                                       paginator=Paginator(4, limit=2)))
         # descending: 4, 2, 1, 5, 3 (prio 5 with high IDs first)
         assert got == [2, 1] and info == ListInfo(5, 2)
 
 
-# ---------------------------------------------------------------- B3.8 ListWorkers
-class TestB38ListWorkers:
+# ---------------------------------------------------------------- ListWorkers
+class TestListWorkers:
     @pytest.fixture
     def workers(self, farm):
         w = {n: wuuid(n) for n in range(1, 7)}
         farm.bring(w[5], WS.IDLE)                       # IDLE
-        farm.sched.set_groups(w[5], ["b"])
+        farm.scheduler.set_groups(w[5], ["b"])
         farm.bring(w[2], WS.MAINTENANCE)
-        farm.sched.set_groups(w[2], ["a", "b"])
+        farm.scheduler.set_groups(w[2], ["a", "b"])
         farm.bring(w[4], WS.BUSY)
-        farm.sched.set_groups(w[4], ["a"])
+        farm.scheduler.set_groups(w[4], ["a"])
         farm.bring(w[1], WS.FAIL)
-        farm.sched.set_groups(w[1], ["b", "a", "c"])    # stored sorted: a, b, c
+        farm.scheduler.set_groups(w[1], ["b", "a", "c"])    # stored sorted: a, b, c
         farm.bring(w[6], WS.PREPARE)
         farm.bring(w[3], WS.RUN)                          # no groups
-        farm.sched.set_groups(w[6], ["a"])
-        return farm.sched, w
+        farm.scheduler.set_groups(w[6], ["a"])
+        return farm.scheduler, w
 
     def uuids(self, result, w):
         page, info = result
@@ -306,13 +308,14 @@ class TestB38ListWorkers:
         with pytest.raises(NotFoundError) as err:
             sched.list_workers(paginator=Paginator("nobody"))
         assert str(err.value) == "worker not found"
-        with pytest.raises(WrongSortItemError):
+        with pytest.raises(WrongSortItemError) as err:
             sched.list_workers(sorter=SortInfo("id"))
+        assert str(err.value) == "unknown sort item 'id': use one of uuid, state, groups"
         with pytest.raises(BadArgumentError):
             sched.list_workers(paginator=Paginator(3))
 
     def test_empty(self, farm):
-        assert farm.sched.list_workers() == ([], ListInfo(0, 0))
+        assert farm.scheduler.list_workers() == ([], ListInfo(0, 0))
 
     def test_default_paginator_accepted_and_untouched(self, workers):
         sched, _ = workers
@@ -330,6 +333,6 @@ class TestB38ListWorkers:
 
     def test_owner_groups_shown(self, farm):
         farm.register(wuuid(1))
-        farm.sched.set_groups(wuuid(1), ["x"])
+        farm.scheduler.set_groups(wuuid(1), ["x"])
         req_id = farm.request(owner=UserInfo(("x", "a")))
-        assert farm.sched.get_request_info(req_id).owner == UserInfo(("a", "x"))
+        assert farm.scheduler.get_request_info(req_id).owner == UserInfo(("a", "x"))

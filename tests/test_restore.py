@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import Farm
 
 from boruta.core import effects as fx
 from boruta.core.clock import ManualClock
@@ -16,6 +15,7 @@ from boruta.core.errors import InMaintenanceError
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import ReqState, WorkerState
 from boruta.server.store import Store
+from boruta.testing import InProcessFarm
 
 
 class Durable:
@@ -24,17 +24,18 @@ class Durable:
     def __init__(self, path: Path, clock: ManualClock, matcher: str) -> None:
         self.path, self.clock, self.matcher = path, clock, matcher
         self.store = Store(path, synchronous="OFF")
-        self.farm = Farm(Scheduler(clock, matcher=matcher), clock)
+        self.farm = InProcessFarm(Scheduler(clock, matcher=matcher), auto_complete=False)
 
     def commit(self) -> None:
-        self.store.commit(self.farm.sched.drain_changes())
+        self.store.commit(self.farm.scheduler.drain_changes())
 
-    def crash_and_restart(self) -> Farm:
+    def crash_and_restart(self) -> InProcessFarm:
         self.commit()
         self.store.close()
         self.store = Store(self.path, synchronous="OFF")
-        self.farm = Farm(Scheduler.restore(self.store.load(), self.clock, matcher=self.matcher),
-                         self.clock)
+        self.farm = InProcessFarm(
+            Scheduler.restore(self.store.load(), self.clock, matcher=self.matcher),
+            auto_complete=False)
         return self.farm
 
 
@@ -47,15 +48,15 @@ def test_requests_keep_ids_fields_and_queue_order(durable: Durable) -> None:
     farm = durable.farm
     farm.register("w1", {"device_type": "rpi4"})
     ids = [farm.request({"device_type": "rpi4"}, priority=p) for p in (5, 3, 5, 3)]
-    before = [farm.sched.get_request_info(i) for i in ids]
+    before = [farm.scheduler.get_request_info(i) for i in ids]
     farm = durable.crash_and_restart()
-    assert [farm.sched.get_request_info(i) for i in ids] == before
+    assert [farm.scheduler.get_request_info(i) for i in ids] == before
     # The worker's dryad comes back; bring it IDLE four times: priority, then FIFO.
-    farm.sched.register({"UUID": "w1", "device_type": "rpi4"}, "10.0.0.1:7175", "10.0.0.1:22")
+    farm.scheduler.register({"UUID": "w1", "device_type": "rpi4"}, "10.0.0.1:7175", "10.0.0.1:22")
     farm.idle("w1")
     served = []
     for _ in ids:
-        (req,) = [r for r in ids if farm.rstate(r) is ReqState.INPROGRESS]
+        (req,) = [r for r in ids if farm.request_state(r) is ReqState.INPROGRESS]
         served.append(req)
         farm.done(req)
     assert served == [ids[1], ids[3], ids[0], ids[2]]
@@ -65,7 +66,7 @@ def test_id_counter_never_goes_back(durable: Durable) -> None:
     farm = durable.farm
     farm.register("w1")
     first = farm.request({}, queue_unsatisfiable=True)
-    farm.sched.close_request(first)
+    farm.scheduler.close_request(first)
     farm = durable.crash_and_restart()
     second = farm.request({})
     assert second == first + 1
@@ -76,11 +77,11 @@ def test_id_counter_survives_purge_of_every_request(durable: Durable) -> None:
     farm.register("w1")
     ids = [farm.request({}) for _ in range(3)]
     for req_id in ids:
-        farm.sched.close_request(req_id)
-    farm.tick(farm.sched.config.retention + 1)
-    assert farm.sched.purge_history() == 3
+        farm.scheduler.close_request(req_id)
+    farm.tick(farm.scheduler.config.retention + 1)
+    assert farm.scheduler.purge_history() == 3
     farm = durable.crash_and_restart()
-    assert farm.sched.list_requests()[0] == []
+    assert farm.scheduler.list_requests()[0] == []
     assert farm.request({}) == ids[-1] + 1
 
 
@@ -93,21 +94,21 @@ def test_timers_that_passed_while_down_fire_at_once(durable: Durable) -> None:
     durable.commit()
     durable.clock.advance(2 * 3600)               # the server was down for two hours
     farm = durable.crash_and_restart()
-    assert farm.rstate(waiting) is ReqState.TIMEOUT
-    assert farm.rstate(running) is ReqState.DONE   # job timeout passed while down
+    assert farm.request_state(waiting) is ReqState.TIMEOUT
+    assert farm.request_state(running) is ReqState.DONE   # job timeout passed while down
 
 
 def test_restored_workers_get_no_work_until_their_dryad_registers(durable: Durable) -> None:
     farm = durable.farm
     farm.idle("w1", {"device_type": "rpi4"})
     farm = durable.crash_and_restart()
-    assert farm.sched.overdue_dryads() == ["w1"]
-    assert farm.wstate("w1") is WorkerState.IDLE
+    assert farm.scheduler.overdue_dryads() == ["w1"]
+    assert farm.worker_state("w1") is WorkerState.IDLE
     req = farm.request({"device_type": "rpi4"})
-    assert farm.rstate(req) is ReqState.WAIT       # w1's dryad has not come back yet
-    farm.sched.register({"UUID": "w1", "device_type": "rpi4"}, "10.0.0.1:7175", "10.0.0.1:22")
+    assert farm.request_state(req) is ReqState.WAIT       # w1's dryad has not come back yet
+    farm.scheduler.register({"UUID": "w1", "device_type": "rpi4"}, "10.0.0.1:7175", "10.0.0.1:22")
     farm.drain()
-    assert farm.sched.overdue_dryads() == []
+    assert farm.scheduler.overdue_dryads() == []
     assert farm.worker_of(req) == "w1"
 
 
@@ -116,25 +117,25 @@ def test_running_job_keeps_request_and_key_and_resumes(durable: Durable) -> None
     farm.idle("w1", key="the-job-key", username="alice")
     req = farm.request({"UUID": "w1"})
     farm = durable.crash_and_restart()
-    assert farm.rstate(req) is ReqState.INPROGRESS
-    access = farm.sched.acquire_worker(req)
+    assert farm.request_state(req) is ReqState.INPROGRESS
+    access = farm.scheduler.acquire_worker(req)
     assert (access.key, access.username) == ("the-job-key", "alice")
-    farm.sched.register({"UUID": "w1"}, "10.0.0.1:7175", "10.0.0.1:22")
+    farm.scheduler.register({"UUID": "w1"}, "10.0.0.1:7175", "10.0.0.1:22")
     assert fx.ResumeJob(req, "w1") in farm.drain()
 
 
 def test_interrupted_prepare_is_issued_again_when_the_dryad_returns(durable: Durable) -> None:
     farm = durable.farm
     farm.register("w1")
-    farm.sched.set_state("w1", WorkerState.IDLE)   # PREPARE in flight when the server dies
+    farm.scheduler.set_state("w1", WorkerState.IDLE)   # PREPARE in flight when the server dies
     old_op = farm.op("w1")
     farm = durable.crash_and_restart()
-    farm.sched.register({"UUID": "w1"}, "10.0.0.1:7175", "10.0.0.1:22")
+    farm.scheduler.register({"UUID": "w1"}, "10.0.0.1:7175", "10.0.0.1:22")
     new_op = farm.op("w1")
     assert new_op != old_op
-    assert not farm.sched.worker_prepared("w1", old_op, "stale", "u")
+    assert not farm.scheduler.worker_prepared("w1", old_op, "stale", "u")
     assert farm.prepared("w1")
-    assert farm.wstate("w1") is WorkerState.IDLE
+    assert farm.worker_state("w1") is WorkerState.IDLE
 
 
 def test_dryads_that_stay_away_fail_their_jobs(durable: Durable) -> None:
@@ -142,25 +143,25 @@ def test_dryads_that_stay_away_fail_their_jobs(durable: Durable) -> None:
     req = farm.bring("w1", WorkerState.RUN)
     farm.register("w2")                           # MAINTENANCE: nothing to wait for
     farm = durable.crash_and_restart()
-    assert farm.sched.overdue_dryads() == ["w1"]
-    for uuid in farm.sched.overdue_dryads():
+    assert farm.scheduler.overdue_dryads() == ["w1"]
+    for uuid in farm.scheduler.overdue_dryads():
         try:
-            farm.sched.set_fail(uuid, "dryad did not come back after restart")
+            farm.scheduler.set_fail(uuid, "dryad did not come back after restart")
         except InMaintenanceError:
             pass
     farm.drain()
-    assert farm.wstate("w1") is WorkerState.FAIL
-    assert farm.rstate(req) is ReqState.FAILED
-    assert farm.sched.get_worker_info("w1").fail_reason == "dryad did not come back after restart"
+    assert farm.worker_state("w1") is WorkerState.FAIL
+    assert farm.request_state(req) is ReqState.FAILED
+    assert farm.scheduler.get_worker_info("w1").fail_reason == "dryad did not come back after restart"
 
 
 def test_deregistered_worker_stays_gone(durable: Durable) -> None:
     farm = durable.farm
     farm.register("w1")
     farm.register("w2")
-    farm.sched.deregister("w1")
+    farm.scheduler.deregister("w1")
     farm = durable.crash_and_restart()
-    assert farm.sched.worker_ids() == ["w2"]
+    assert farm.scheduler.worker_ids() == ["w2"]
 
 
 def test_snapshot_round_trip_is_exact(durable: Durable) -> None:
@@ -169,9 +170,9 @@ def test_snapshot_round_trip_is_exact(durable: Durable) -> None:
     farm.request({"device_type": "rpi4"}, priority=2)
     farm.request({"device_type": "x"}, priority=9, queue_unsatisfiable=True,
                  valid_after=farm.later(30))
-    snap = farm.sched.snapshot()
+    snap = farm.scheduler.snapshot()
     farm = durable.crash_and_restart()
-    again = farm.sched.snapshot()
+    again = farm.scheduler.snapshot()
     assert again.last_id == snap.last_id
     assert sorted(map(_norm, again.requests), key=str) == sorted(map(_norm, snap.requests), key=str)
     assert sorted(map(_norm, again.workers), key=str) == sorted(map(_norm, snap.workers), key=str)

@@ -1,5 +1,5 @@
 """Differential test: the Scheduler over the compiled matcher behaves exactly as over
-the reference matcher (SPEC A2: same answers, different cost).
+the reference matcher (same answers, different cost).
 
 Hypothesis drives two Schedulers, each with its own ManualClock moved in step,
 through long random sequences of every call a client, an admin, a dryad or the
@@ -18,8 +18,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
 
-from helpers import START, at, wuuid
-
 from boruta.core import effects as fx
 from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
@@ -27,6 +25,7 @@ from boruta.core.errors import BorutaError
 from boruta.core.reference import caps_satisfied, groups_satisfied
 from boruta.core.scheduler import Scheduler
 from boruta.core.types import ReqState, RequestFilter, UserInfo, WorkerState
+from boruta.testing import START, at, wuuid
 
 pytest.importorskip("boruta._matcher", reason="compiled matcher boruta._matcher is not built")
 

@@ -1,14 +1,13 @@
-"""Time through the scheduler: ValidAfter, Deadline, job timeout (SPEC B2.10, B4.4, B4.5)."""
+"""Time through the scheduler: ValidAfter, Deadline, job timeout."""
 from __future__ import annotations
 
 import pytest
-
-from helpers import START, wuuid
 
 from boruta.core import effects as fx
 from boruta.core.config import SchedulerConfig
 from boruta.core.timers import RequestTimers, TimerKind
 from boruta.core.types import ReqState, WorkerState
+from boruta.testing import START, wuuid
 
 RS, WS = ReqState, WorkerState
 W1, W2 = wuuid(1), wuuid(2)
@@ -45,18 +44,18 @@ class TestValidAfter:
     def test_future_valid_after_joins_when_due(self, farm):
         farm.idle(W1)
         req_id = farm.request(valid_after=farm.later(HOUR))
-        assert farm.sched.next_timer() == START + HOUR
+        assert farm.scheduler.next_timer() == START + HOUR
         farm.tick(HOUR - 0.001)
-        assert farm.rstate(req_id) is RS.WAIT and farm.wstate(W1) is WS.IDLE
+        assert farm.request_state(req_id) is RS.WAIT and farm.worker_state(W1) is WS.IDLE
         out = farm.tick(0.001)                        # ValidAfter == now is ready
         assert fx.StartJob(req_id, W1) in out
-        assert farm.sched.get_request_info(req_id).job.timeout == farm.later(HOUR)
+        assert farm.scheduler.get_request_info(req_id).job.timeout == farm.later(HOUR)
 
     def test_any_call_catches_up_with_the_clock(self, farm):
         farm.idle(W1)
         req_id = farm.request(valid_after=farm.later(60))
         farm.clock.advance(61)                        # no explicit advance()
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
 
     def test_ready_at_the_same_instant_served_in_priority_order(self, farm):
         farm.idle(W1)
@@ -66,7 +65,7 @@ class TestValidAfter:
         mid = farm.request(priority=5, valid_after=when)
         farm.tick(600)
         assert farm.worker_of(high) == W1
-        assert (farm.rstate(low), farm.rstate(mid)) == (RS.WAIT, RS.WAIT)
+        assert (farm.request_state(low), farm.request_state(mid)) == (RS.WAIT, RS.WAIT)
         farm.done(high)
         assert farm.worker_of(mid) == W1
 
@@ -76,15 +75,15 @@ class TestValidAfter:
         early = farm.request(priority=9, valid_after=farm.later(100))
         late = farm.request(priority=1, valid_after=farm.later(200))
         farm.tick(1000)
-        assert farm.worker_of(early) == W1 and farm.rstate(late) is RS.WAIT
-        job = farm.sched.get_request_info(early).job
+        assert farm.worker_of(early) == W1 and farm.request_state(late) is RS.WAIT
+        job = farm.scheduler.get_request_info(early).job
         assert job.timeout.timestamp() == START + 100 + HOUR
 
     def test_waiting_request_joins_when_worker_turns_idle(self, farm):
         farm.register(W1)
         req_id = farm.request(valid_after=farm.later(10))
         farm.tick(20)
-        assert farm.rstate(req_id) is RS.WAIT
+        assert farm.request_state(req_id) is RS.WAIT
         farm.idle(W1)
         assert farm.worker_of(req_id) == W1
 
@@ -92,7 +91,7 @@ class TestValidAfter:
         farm.register(W1)
         req_id = farm.request(valid_after=farm.later(10))
         farm.idle(W1)
-        assert farm.rstate(req_id) is RS.WAIT
+        assert farm.request_state(req_id) is RS.WAIT
         farm.tick(10)
         assert farm.worker_of(req_id) == W1
 
@@ -103,48 +102,48 @@ class TestDeadline:
         farm.register(W1)
         req_id = farm.request(deadline=farm.later(60))
         farm.tick(59.999)
-        assert farm.rstate(req_id) is RS.WAIT
+        assert farm.request_state(req_id) is RS.WAIT
         out = farm.tick(0.001)
         assert out == [fx.RequestChanged(req_id, RS.TIMEOUT, "deadline passed")]
         farm.idle(W1)                                  # never served afterwards
-        assert farm.rstate(req_id) is RS.TIMEOUT and farm.wstate(W1) is WS.IDLE
+        assert farm.request_state(req_id) is RS.TIMEOUT and farm.worker_state(W1) is WS.IDLE
 
     def test_deadline_equal_valid_after_times_out(self, farm):
         farm.idle(W1)
         when = farm.later(30)
         req_id = farm.request(valid_after=when, deadline=when)
         out = farm.tick(30)
-        assert farm.rstate(req_id) is RS.TIMEOUT
+        assert farm.request_state(req_id) is RS.TIMEOUT
         assert not [e for e in out if isinstance(e, fx.StartJob)]
-        assert farm.wstate(W1) is WS.IDLE
+        assert farm.worker_state(W1) is WS.IDLE
 
     def test_deadline_passing_in_progress_changes_nothing(self, farm):
         farm.idle(W1)
         req_id = farm.request(deadline=farm.later(60))
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
         out = farm.tick(120)
         assert out == []
-        assert farm.rstate(req_id) is RS.INPROGRESS and farm.wstate(W1) is WS.RUN
-        farm.sched.close_request(req_id)
-        assert farm.rstate(req_id) is RS.DONE
+        assert farm.request_state(req_id) is RS.INPROGRESS and farm.worker_state(W1) is WS.RUN
+        farm.scheduler.close_request(req_id)
+        assert farm.request_state(req_id) is RS.DONE
 
     def test_valid_but_unserved_times_out(self, farm):
         farm.register(W1)
         req_id = farm.request(valid_after=farm.later(100), deadline=farm.later(150))
         farm.tick(120)
-        assert farm.rstate(req_id) is RS.WAIT
+        assert farm.request_state(req_id) is RS.WAIT
         farm.tick(30)
-        assert farm.rstate(req_id) is RS.TIMEOUT
+        assert farm.request_state(req_id) is RS.TIMEOUT
         farm.idle(W1)
-        assert farm.wstate(W1) is WS.IDLE
+        assert farm.worker_state(W1) is WS.IDLE
 
     def test_cancelled_request_deadline_is_harmless(self, farm):
         farm.register(W1)
         req_id = farm.request(deadline=farm.later(10))
-        farm.sched.close_request(req_id)
+        farm.scheduler.close_request(req_id)
         farm.drain()
         assert farm.tick(20) == []
-        assert farm.rstate(req_id) is RS.CANCEL
+        assert farm.request_state(req_id) is RS.CANCEL
 
 
 # ---------------------------------------------------------------- job timeout
@@ -153,45 +152,45 @@ class TestJobTimeout:
         farm.idle(W1)
         req_id = farm.request()
         farm.tick(HOUR - 1)
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
         out = farm.tick(1)
         assert fx.RequestChanged(req_id, RS.DONE, "job timeout", W1) in out
         assert fx.FinishJob(req_id, W1) in out
         assert [e.worker_uuid for e in out if isinstance(e, fx.PrepareWorker)] == [W1]
-        assert farm.wstate(W1) is WS.PREPARE
+        assert farm.worker_state(W1) is WS.PREPARE
         assert farm.prepared(W1)
-        assert farm.wstate(W1) is WS.IDLE
+        assert farm.worker_state(W1) is WS.IDLE
 
     @pytest.mark.parametrize("config", [SchedulerConfig(job_timeout=90.0)])
     def test_job_timeout_from_config(self, farm):
         farm.idle(W1)
         req_id = farm.request()
         farm.tick(89)
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
         farm.tick(1)
-        assert farm.rstate(req_id) is RS.DONE
+        assert farm.request_state(req_id) is RS.DONE
 
     def test_prolonged_job_not_closed_at_old_timeout(self, farm):
         farm.idle(W1)
         req_id = farm.request()
         farm.tick(HOUR / 2)
-        farm.sched.prolong_access(req_id)              # new timeout: 1.5 h from start
+        farm.scheduler.prolong_access(req_id)              # new timeout: 1.5 h from start
         assert farm.tick(HOUR / 2) == []               # the old timeout passes
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
         farm.tick(HOUR / 2 - 1)
-        assert farm.rstate(req_id) is RS.INPROGRESS
+        assert farm.request_state(req_id) is RS.INPROGRESS
         farm.tick(1)
-        assert farm.rstate(req_id) is RS.DONE
+        assert farm.request_state(req_id) is RS.DONE
 
     def test_next_waiting_request_gets_worker_after_timeout(self, farm):
         farm.idle(W1)
         first = farm.request()
         second = farm.request()
         farm.tick(HOUR)
-        assert farm.rstate(first) is RS.DONE and farm.rstate(second) is RS.WAIT
+        assert farm.request_state(first) is RS.DONE and farm.request_state(second) is RS.WAIT
         assert farm.prepared(W1)
         assert farm.worker_of(second) == W1
-        assert farm.sched.get_request_info(second).job.timeout == farm.later(HOUR)
+        assert farm.scheduler.get_request_info(second).job.timeout == farm.later(HOUR)
 
     def test_closed_job_timeout_is_harmless(self, farm):
         farm.idle(W1)
@@ -201,19 +200,19 @@ class TestJobTimeout:
         second = farm.request()
         assert farm.worker_of(second) == W1
         farm.tick(HOUR - 100)                # first's stale timeout is at exactly this instant
-        assert farm.rstate(second) is RS.INPROGRESS
+        assert farm.request_state(second) is RS.INPROGRESS
         farm.tick(99)
-        assert farm.rstate(second) is RS.INPROGRESS
+        assert farm.request_state(second) is RS.INPROGRESS
         farm.tick(1)
-        assert farm.rstate(second) is RS.DONE
+        assert farm.request_state(second) is RS.DONE
 
     def test_failed_job_timeout_is_harmless(self, farm):
         farm.idle(W1)
         req_id = farm.request()
-        farm.sched.set_fail(W1, "x")
+        farm.scheduler.set_fail(W1, "x")
         farm.drain()
         assert farm.tick(2 * HOUR) == []
-        assert farm.rstate(req_id) is RS.FAILED and farm.wstate(W1) is WS.FAIL
+        assert farm.request_state(req_id) is RS.FAILED and farm.worker_state(W1) is WS.FAIL
 
 
 # ---------------------------------------------------------------- job start failure and time
@@ -221,10 +220,10 @@ class TestJobStartFailedTime:
     def test_back_in_queue_keeps_valid_after_and_deadline(self, farm):
         farm.idle(W1)
         req_id = farm.request(deadline=farm.later(HOUR))
-        before = farm.sched.get_request_info(req_id)
-        farm.sched.job_start_failed(req_id, "tunnel")
-        info = farm.sched.get_request_info(req_id)
+        before = farm.scheduler.get_request_info(req_id)
+        farm.scheduler.job_start_failed(req_id, "tunnel")
+        info = farm.scheduler.get_request_info(req_id)
         assert (info.valid_after, info.deadline, info.state) == (
             before.valid_after, before.deadline, RS.WAIT)
         farm.tick(HOUR)                         # the stale job timeout fires harmlessly too
-        assert farm.rstate(req_id) is RS.TIMEOUT
+        assert farm.request_state(req_id) is RS.TIMEOUT

@@ -15,10 +15,13 @@ class SystemClock:
         return time.time()
 
 
+MANUAL_START = 1_800_000_000.0      # 2027-01-15T08:00:00Z: a fixed, ordinary "now" for tests
+
+
 class ManualClock:
     """A clock that moves only when told to."""
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
+    def __init__(self, start: float = MANUAL_START) -> None:
         self._now = float(start)
 
     def now(self) -> float:

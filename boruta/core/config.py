@@ -1,4 +1,4 @@
-"""What upstream hard-codes, as configuration (SPEC A5)."""
+"""What upstream hard-codes (default deadline, job timeout...), as configuration."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +20,9 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if self.default_deadline_months < 1:
             raise ValueError("default_deadline_months must be at least 1")
-        if self.job_timeout <= 0:
+        if not self.job_timeout > 0:                      # NaN too
             raise ValueError("job_timeout must be positive")
         if self.prolong_limit is not None and self.prolong_limit < 0:
             raise ValueError("prolong_limit must not be negative")
-        if self.retention is not None and self.retention <= 0:
+        if self.retention is not None and not self.retention > 0:
             raise ValueError("retention must be positive")

@@ -2,7 +2,8 @@
 
 Transitional worker states (PREPARE, BUSY) carry an operation number; the
 shell answers with the same number, so a late answer to an operation that
-was interrupted (SPEC B3.10) is recognised and ignored.
+was interrupted (the worker was deregistered, re-registered or set to
+another state meanwhile) is recognised and ignored.
 """
 from __future__ import annotations
 

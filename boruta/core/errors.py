@@ -1,7 +1,8 @@
 """Every error the core can raise, with a stable code and upstream's message.
 
 The code is what travels on the wire and what scripts match on; the message
-is upstream Boruta's text (SPEC B1.7-1.8) so that people recognise it.
+is upstream Boruta's text where upstream has one, so that people recognise
+it; messages name what they refer to where the caller would otherwise guess.
 """
 from __future__ import annotations
 
@@ -28,10 +29,6 @@ class NotFoundError(BorutaError):
     def __init__(self, what: str = "Request") -> None:
         self.what = what
         super().__init__(f"{what} not found")
-
-
-class InternalLogicError(BorutaError):
-    code = "internal"
 
 
 class BadArgumentError(BorutaError):
@@ -99,7 +96,8 @@ class ForbiddenStateChangeError(BorutaError):
 
 
 class NoMatchingWorkerError(BorutaError):
-    """NewRequest whose caps and groups no registered worker can satisfy (SPEC A4)."""
+    """NewRequest whose caps and groups no registered worker can satisfy (our addition:
+    upstream queued such a request for ever)."""
 
     code = "no_matching_worker"
     default_message = "No matching worker"

@@ -1,9 +1,14 @@
-"""Sorting and pagination of lists, as upstream's ListRequests/ListWorkers (SPEC B2.8, B3.8)."""
+"""Sorting and pagination of lists, as upstream's ListRequests and ListWorkers.
+
+A page starts after (or, backward, ends before) a border element named by
+the paginator; the border need not match the filter, and never appears on
+the page itself.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence, TypeVar
 
-from boruta.core.errors import BadArgumentError, NotFoundError, WrongSortItemError
+from boruta.core.errors import BadArgumentError, WrongSortItemError
 from boruta.core.types import MAX_PAGE_LIMIT, ListInfo, Paginator, SortInfo
 
 T = TypeVar("T")
@@ -32,7 +37,8 @@ def sort_key(sorter: SortInfo | None, table: dict[str, Callable[[Any], Any]]) ->
         raise BadArgumentError("sorter must be a SortInfo")
     key = table.get(sorter.item.lower())
     if key is None:
-        raise WrongSortItemError()
+        valid = ", ".join(name for name in table if name)
+        raise WrongSortItemError(f"unknown sort item {sorter.item!r}: use one of {valid}")
     return key, bool(sorter.descending)
 
 
@@ -68,6 +74,3 @@ def paginate(items: Sequence[T], border: T | None, border_matches: bool, filtere
     total = length - (1 if filtered and border is not None and not border_matches else 0)
     return page, ListInfo(total, remaining)
 
-
-def border_not_found(kind: str) -> NotFoundError:
-    return NotFoundError(kind)

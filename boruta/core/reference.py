@@ -1,4 +1,4 @@
-"""The plain-Python matcher: upstream's algorithm, literally (SPEC B4.2-4.3).
+"""The plain-Python matcher: upstream's algorithm, literally.
 
 It is the oracle for the compiled matcher (`boruta._matcher`) and the
 fallback when the extension is absent or BORUTA_PUREPYTHON=1. It is written
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import bisect
 from typing import Iterable, Mapping, Sequence
-
-UUID_KEY = "UUID"
 
 
 def caps_satisfied(wanted: Mapping[str, str], offered: Mapping[str, str]) -> bool:

@@ -10,8 +10,13 @@ Every public call first catches up with the clock (fires due timers in
 chronological order), then validates its arguments completely before it
 changes anything, so a refused call leaves no trace.
 
-Rules: shared/SPEC.md Part B, with the departures of Part A (INVALID used,
-no upstream defects, acquire answered by the shell as soon as assigned).
+The rules are upstream Boruta's, with these departures: a request no
+registered worker could ever serve is refused (or, if queued anyway, turns
+INVALID when the last worker that could serve it leaves); upstream's
+defects are not reproduced; the shell answers an acquire as soon as the
+request is assigned. Times outside the window of `boruta.core.types`
+(EARLIEST_TIME .. LATEST_TIME) are refused; times the core computes itself
+(default deadlines, job timeouts) stop at its end.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import itertools
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.clock import Clock, SystemClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
@@ -35,26 +40,28 @@ from boruta.core.matching import make_matcher
 from boruta.core.reference import caps_satisfied, groups_satisfied
 from boruta.core.timers import RequestTimers, TimerKind
 from boruta.core.records import Changes, Snapshot
-from boruta.core.types import (HI_PRIO, LO_PRIO, AccessInfo, JobInfo, ListInfo, Paginator,
-                               ReqInfo, ReqState, RequestFilter, SortInfo, UserInfo,
-                               WorkerFilter, WorkerInfo, WorkerState, to_datetime,
-                               to_timestamp)
+from boruta.core.types import (HI_PRIO, LATEST_TIMESTAMP, LO_PRIO, AccessInfo, JobInfo,
+                               ListInfo, Paginator, ReqInfo, ReqState, RequestFilter, SortInfo,
+                               UserInfo, WorkerFilter, WorkerInfo, WorkerState, to_datetime)
 from boruta.core.validation import (address_port, check_address, check_caps, check_groups,
                                     check_int, check_time, check_worker_caps)
 
-RS, WS = ReqState, WorkerState
-
-
 SECONDS_PER_DAY = 86_400
+_DEADLINE, _VALID_AFTER = int(TimerKind.DEADLINE), int(TimerKind.VALID_AFTER)
 
 
 def add_months(ts: float, months: int) -> float:
     """Go's AddDate(0, months, 0): the day overflows into the next month (Jan 31 -> Mar 3).
 
     UTC days are all 86,400 s long (POSIX time), so the shift depends on the
-    day alone: it is computed once per day, not once per NewRequest.
+    day alone: it is computed once per day, not once per NewRequest. A result
+    past LATEST_TIMESTAMP (or past year 9999) is LATEST_TIMESTAMP.
     """
-    return ts + SECONDS_PER_DAY * _month_shift_days(int(ts // SECONDS_PER_DAY), months)
+    try:
+        shift = _month_shift_days(int(ts // SECONDS_PER_DAY), months)
+    except (ValueError, OverflowError):           # the date lands past year 9999
+        return LATEST_TIMESTAMP
+    return min(ts + SECONDS_PER_DAY * shift, LATEST_TIMESTAMP)
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,7 +86,7 @@ class _Request:
         self.caps = caps                     # interned sorted items, shared: never mutate
         self.valid_after = valid_after
         self.deadline = deadline
-        self.state = RS.WAIT
+        self.state = ReqState.WAIT
         self.job_worker: str | None = None
         self.job_timeout: float | None = None
         self.seq = seq                       # place in its priority's FIFO
@@ -105,7 +112,7 @@ class _Worker:
         self.uuid = uuid
         self.caps = caps
         self.groups: tuple[str, ...] = ()
-        self.state = WS.MAINTENANCE
+        self.state = WorkerState.MAINTENANCE
         self.dryad_address = dryad_address
         self.ssh_address = ssh_address
         self.key: Any = None
@@ -120,7 +127,7 @@ class _Worker:
 
 
 class Scheduler:
-    """Requests, Workers and Superviser operations of the seed, in one state machine."""
+    """Upstream's Requests, Workers and Superviser interfaces, in one state machine."""
 
     def __init__(self, clock: Clock | None = None, config: SchedulerConfig | None = None,
                  matcher: str | None = None) -> None:
@@ -129,12 +136,12 @@ class Scheduler:
         self._matcher = make_matcher(matcher)
         self._requests: dict[int, _Request] = {}
         self._workers: dict[str, _Worker] = {}
-        self._timers = RequestTimers()
-        self._effects: list[fx.Effect] = []
+        self._timers = RequestTimers(self._timer_is_live)
+        self._effects: list[effects.Effect] = []
         self._last_id = 0
         self._seq = itertools.count(1)
         # Op numbers are unique across workers and registrations, so a late answer
-        # to a deregistered worker's operation never matches its successor's (B3.10).
+        # to a deregistered worker's operation never matches its successor's.
         self._ops = itertools.count(1)
         # Requests share their caps and owner-groups tuples: a million requests
         # have a few thousand distinct ones (memory: S4).
@@ -155,7 +162,7 @@ class Scheduler:
         return "compiled" if getattr(self._matcher, "compiled", False) else "reference"
 
     # ------------------------------------------------------------------ effects, time
-    def drain_effects(self) -> list[fx.Effect]:
+    def drain_effects(self) -> list[effects.Effect]:
         """Everything the shell must do since the last drain, in order."""
         out, self._effects = self._effects, []
         return out
@@ -185,18 +192,35 @@ class Scheduler:
                 self._match()
         self._now = max(self._now, now)
 
+    def _timer_is_live(self, when: float, kind: int, req_id: int) -> bool:
+        """Could this timer entry still act when it fires? False lets the heap drop it.
+
+        An entry acts only at its request's current time of that kind, and only
+        while the request is not finished (an IN PROGRESS request keeps its
+        deadline: a job that fails to start sends it back to WAIT).
+        """
+        req = self._requests.get(req_id)
+        if req is None or (req.state is not ReqState.WAIT
+                           and req.state is not ReqState.INPROGRESS):
+            return False
+        if kind == _DEADLINE:
+            return req.deadline == when
+        if kind == _VALID_AFTER:
+            return req.valid_after == when
+        return req.job_timeout == when
+
     def _deadline_passed(self, req: _Request) -> None:
-        if req.state is RS.WAIT and req.deadline <= self._now:
+        if req.state is ReqState.WAIT and req.deadline <= self._now:
             self._leave_matcher(req)
-            self._end_request(req, RS.TIMEOUT, "deadline passed")
+            self._end_request(req, ReqState.TIMEOUT, "deadline passed")
 
     def _job_timed_out(self, req: _Request) -> None:
-        if (req.state is RS.INPROGRESS and req.job_timeout is not None
+        if (req.state is ReqState.INPROGRESS and req.job_timeout is not None
                 and req.job_timeout <= self._now):
-            self._finish_job(req, RS.DONE, "job timeout")
+            self._finish_job(req, ReqState.DONE, "job timeout")
 
     def _maybe_ready(self, req: _Request) -> bool:
-        if (req.state is RS.WAIT and req.handle is None
+        if (req.state is ReqState.WAIT and req.handle is None
                 and req.valid_after <= self._now < req.deadline):
             self._enter_matcher(req)
             return True
@@ -218,18 +242,22 @@ class Scheduler:
             req = self._requests[req_id]
             worker = self._workers[uuid]
             req.handle = None
-            req.state = RS.INPROGRESS
+            req.state = ReqState.INPROGRESS
             req.job_worker = uuid
-            req.job_timeout = self._now + self.config.job_timeout
+            req.job_timeout = self._job_timeout()
             self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
-            worker.state = WS.RUN             # the matcher already took it off the idle set
+            worker.state = WorkerState.RUN             # the matcher already took it off the idle set
             worker.op = next(self._ops)
             worker.job = req.id
             self._dirty_requests.add(req.id)
             self._dirty_workers.add(uuid)
-            self._effects.append(fx.WorkerChanged(uuid, WS.RUN, f"request {req.id}"))
-            self._effects.append(fx.RequestChanged(req.id, RS.INPROGRESS, "assigned", uuid))
-            self._effects.append(fx.StartJob(req.id, uuid))
+            self._effects.append(effects.WorkerChanged(uuid, WorkerState.RUN, f"request {req.id}"))
+            self._effects.append(effects.RequestChanged(req.id, ReqState.INPROGRESS, "assigned", uuid))
+            self._effects.append(effects.StartJob(req.id, uuid))
+
+    def _job_timeout(self) -> float:
+        """When a job started or prolonged now ends: never past the last time the core keeps."""
+        return min(self._now + self.config.job_timeout, LATEST_TIMESTAMP)
 
     # ------------------------------------------------------------------ request helpers
     def _get_request(self, req_id: Any) -> _Request:
@@ -242,8 +270,9 @@ class Scheduler:
     def _end_request(self, req: _Request, state: ReqState, reason: str) -> None:
         req.state = state
         req.ended_at = self._now
+        self._timers.superseded()             # its deadline, at least, means nothing now
         self._dirty_requests.add(req.id)
-        self._effects.append(fx.RequestChanged(req.id, state, reason, req.job_worker))
+        self._effects.append(effects.RequestChanged(req.id, state, reason, req.job_worker))
 
     def _finish_job(self, req: _Request, state: ReqState, reason: str) -> None:
         """Normal end of a job: DONE, tunnel closed, worker prepared afresh."""
@@ -252,12 +281,12 @@ class Scheduler:
         if uuid is None:
             return
         worker = self._workers.get(uuid)
-        self._effects.append(fx.FinishJob(req.id, uuid))
+        self._effects.append(effects.FinishJob(req.id, uuid))
         if worker is not None and worker.job == req.id:
             worker.job = None
             self._dirty_workers.add(uuid)
-            if worker.state is WS.RUN:
-                self._set_worker_state(worker, WS.PREPARE, "job finished")
+            if worker.state is WorkerState.RUN:
+                self._set_worker_state(worker, WorkerState.PREPARE, "job finished")
 
     def _intern_caps(self, caps: dict[str, str]) -> tuple[tuple[str, str], ...]:
         items = tuple(sorted(caps.items()))
@@ -272,15 +301,20 @@ class Scheduler:
                     owner: UserInfo | None = None, valid_after: datetime | None = None,
                     deadline: datetime | None = None, *,
                     queue_unsatisfiable: bool = False) -> int:
-        """Queue a request; returns its ID (SPEC B2.2, A3, A4)."""
+        """Queue a request; returns its ID.
+
+        Checked in upstream's order; caps no registered worker could serve are
+        refused unless `queue_unsatisfiable`. Without a deadline, the request
+        must start within `default_deadline_months` calendar months.
+        """
         self.advance()
         now = self._now
         wanted = check_caps(caps)
         check_int(priority, "priority")
         groups = self._owner_groups(owner)
         groups = self._groups_pool.setdefault(groups, groups)
-        valid_ts = self._optional_ts(valid_after, "valid_after")
-        deadline_ts = self._optional_ts(deadline, "deadline")
+        valid_ts = check_time(valid_after, "valid_after")
+        deadline_ts = check_time(deadline, "deadline")
         if deadline_ts is not None and deadline_ts < now:
             raise DeadlineInThePastError()
         if deadline_ts is not None and valid_ts is not None and valid_ts > deadline_ts:
@@ -299,7 +333,7 @@ class Scheduler:
                        valid_ts, deadline_ts, next(self._seq))
         self._requests[req.id] = req
         self._dirty_requests.add(req.id)
-        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "created"))
+        self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, "created"))
         self._timers.push(deadline_ts, TimerKind.DEADLINE, req.id)
         if self._maybe_ready(req):
             self._match()
@@ -315,15 +349,10 @@ class Scheduler:
             raise BadArgumentError("owner must be a UserInfo")
         return check_groups(owner.groups, "owner groups")
 
-    @staticmethod
-    def _optional_ts(value: Any, what: str) -> float | None:
-        checked = check_time(value, what)
-        return None if checked is None else to_timestamp(checked)
-
     def update_request(self, req_id: int, priority: int | None = None,
                        valid_after: datetime | None = None,
                        deadline: datetime | None = None) -> None:
-        """Change priority, ValidAfter or Deadline of a waiting request (SPEC B2.3, A3).
+        """Change priority, ValidAfter or Deadline of a waiting request.
 
         None (or priority 0) means "do not change". An unchanged priority keeps
         the request's place in its queue.
@@ -335,12 +364,13 @@ class Scheduler:
             check_int(priority, "priority")
             if priority == 0:
                 priority = None
-        valid_ts = self._optional_ts(valid_after, "valid_after")
-        deadline_ts = self._optional_ts(deadline, "deadline")
+        valid_ts = check_time(valid_after, "valid_after")
+        deadline_ts = check_time(deadline, "deadline")
         if priority is None and valid_ts is None and deadline_ts is None:
             return
-        if req.state is not RS.WAIT:
-            raise ModificationForbiddenError()
+        if req.state is not ReqState.WAIT:
+            raise ModificationForbiddenError(
+                f"request {req.id} is {req.state}: only a WAITING request can be updated")
         new_priority = req.priority if priority is None else priority
         new_valid = req.valid_after if valid_ts is None else valid_ts
         new_deadline = req.deadline if deadline_ts is None else deadline_ts
@@ -358,14 +388,14 @@ class Scheduler:
             req.seq = next(self._seq)
         if new_valid != req.valid_after:
             req.valid_after = new_valid
-            self._timers.push(new_valid, TimerKind.VALID_AFTER, req.id)
+            self._timers.push(new_valid, TimerKind.VALID_AFTER, req.id, replaces=True)
         if new_deadline != req.deadline:
             req.deadline = new_deadline
-            self._timers.push(new_deadline, TimerKind.DEADLINE, req.id)
+            self._timers.push(new_deadline, TimerKind.DEADLINE, req.id, replaces=True)
         self._dirty_requests.add(req.id)
-        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, "updated"))
+        self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, "updated"))
         if req.deadline <= now:
-            self._end_request(req, RS.TIMEOUT, "deadline passed")
+            self._end_request(req, ReqState.TIMEOUT, "deadline passed")
         elif self._maybe_ready(req):
             self._match()
 
@@ -373,13 +403,14 @@ class Scheduler:
         """WAIT -> CANCELLED; IN PROGRESS -> DONE with the worker prepared afresh."""
         self.advance()
         req = self._get_request(req_id)
-        if req.state is RS.WAIT:
+        if req.state is ReqState.WAIT:
             self._leave_matcher(req)
-            self._end_request(req, RS.CANCEL, "closed by owner")
-        elif req.state is RS.INPROGRESS:
-            self._finish_job(req, RS.DONE, "closed by owner")
+            self._end_request(req, ReqState.CANCEL, "closed by owner")
+        elif req.state is ReqState.INPROGRESS:
+            self._finish_job(req, ReqState.DONE, "closed by owner")
         else:
-            raise ModificationForbiddenError()
+            raise ModificationForbiddenError(f"request {req.id} is {req.state}: "
+                                             "it cannot be closed")
 
     def get_request_info(self, req_id: int) -> ReqInfo:
         self.advance()
@@ -394,7 +425,7 @@ class Scheduler:
         """Access to the job's worker. The shell parks callers while the request waits."""
         self.advance()
         req = self._get_request(req_id)
-        if req.state is not RS.INPROGRESS or req.job_worker is None:
+        if req.state is not ReqState.INPROGRESS or req.job_worker is None:
             raise WorkerNotAssignedError()
         worker = self._workers.get(req.job_worker)
         if worker is None or worker.job != req.id:
@@ -405,19 +436,19 @@ class Scheduler:
         """Job timeout becomes now + job_timeout, up to `prolong_limit` times."""
         self.advance()
         req = self._get_request(req_id)
-        if req.state is not RS.INPROGRESS or req.job_worker is None:
+        if req.state is not ReqState.INPROGRESS or req.job_worker is None:
             raise WorkerNotAssignedError()
         limit = self.config.prolong_limit
         if limit is not None and req.prolongs >= limit:
             raise ProlongLimitError(f"access cannot be prolonged more than {limit} times")
         req.prolongs += 1
-        req.job_timeout = self._now + self.config.job_timeout
+        req.job_timeout = self._job_timeout()
         self._dirty_requests.add(req.id)
-        self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id)
+        self._timers.push(req.job_timeout, TimerKind.JOB_TIMEOUT, req.id, replaces=True)
 
     def list_requests(self, filter: RequestFilter | None = None, sorter: SortInfo | None = None,
                       paginator: Paginator | None = None) -> tuple[list[ReqInfo], ListInfo]:
-        """Upstream's ListRequests: filter, sort, page (SPEC B2.8-2.9)."""
+        """Upstream's ListRequests: filter, sort, page."""
         self.advance()
         border_id = 0 if paginator is None else paginator.id
         check_int(border_id, "paginator ID")
@@ -434,7 +465,7 @@ class Scheduler:
         if border_id:
             found = book.get(border_id)
             if found is None:
-                raise NotFoundError(kind)          # lowercase, as upstream (SPEC B11.3-10)
+                raise NotFoundError(kind)          # "request not found": lowercase, as upstream
             border = found.info()
         infos = self._filtered(book.values(), filter)
         border_matches = border is None or filter is None or filter.match(border)
@@ -464,7 +495,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ Superviser
     def register(self, caps: Mapping[str, str], dryad_address: str, ssh_address: str) -> str:
-        """Add a worker in MAINTENANCE, or refresh a known one (SPEC B3.2). Returns its UUID."""
+        """Add a worker in MAINTENANCE, or refresh a known one. Returns its UUID.
+
+        A known worker in FAIL goes to PREPARE; one whose caps or ports changed
+        goes to BUSY, on its way to MAINTENANCE.
+        """
         self.advance()
         uuid, checked = check_worker_caps(caps)
         check_address(dryad_address, "dryad")
@@ -475,13 +510,13 @@ class Scheduler:
             self._workers[uuid] = worker
             self._dirty_workers.add(uuid)
             self._matcher.add_worker(uuid, checked, worker.groups)
-            self._effects.append(fx.WorkerChanged(uuid, WS.MAINTENANCE, "registered"))
+            self._effects.append(effects.WorkerChanged(uuid, WorkerState.MAINTENANCE, "registered"))
             return uuid
-        target = WS.PREPARE if worker.state is WS.FAIL else worker.state
+        target = WorkerState.PREPARE if worker.state is WorkerState.FAIL else worker.state
         if (address_port(ssh_address) != address_port(worker.ssh_address)
                 or address_port(dryad_address) != address_port(worker.dryad_address)
                 or checked != worker.caps):
-            target = WS.BUSY
+            target = WorkerState.BUSY
         worker.caps, worker.dryad_address, worker.ssh_address = checked, dryad_address, ssh_address
         self._dirty_workers.add(uuid)
         self._matcher.update_worker(uuid, checked, worker.groups)
@@ -499,10 +534,10 @@ class Scheduler:
         worker = self._get_worker(uuid)
         if not isinstance(reason, str):
             raise BadArgumentError("reason must be a string")
-        if worker.state in (WS.MAINTENANCE, WS.BUSY):
+        if worker.state in (WorkerState.MAINTENANCE, WorkerState.BUSY):
             raise InMaintenanceError()
         worker.fail_reason = reason or None
-        self._set_worker_state(worker, WS.FAIL, reason or "failure reported")
+        self._set_worker_state(worker, WorkerState.FAIL, reason or "failure reported")
 
     # ------------------------------------------------------------------ Workers
     def _get_worker(self, uuid: Any) -> _Worker:
@@ -519,7 +554,7 @@ class Scheduler:
 
     def list_workers(self, filter: WorkerFilter | None = None, sorter: SortInfo | None = None,
                      paginator: Paginator | None = None) -> tuple[list[WorkerInfo], ListInfo]:
-        """Upstream's ListWorkers: filter, sort, page (SPEC B3.8)."""
+        """Upstream's ListWorkers: filter, sort, page."""
         self.advance()
         border_uuid = "" if paginator is None or paginator.id == 0 else paginator.id
         if not isinstance(border_uuid, str):
@@ -528,23 +563,23 @@ class Scheduler:
                           WORKER_SORT_KEYS)
 
     def set_state(self, uuid: str, state: WorkerState | str) -> None:
-        """Admin: IDLE (from MAINTENANCE, via PREPARE) or MAINTENANCE (via BUSY) (SPEC B3.4)."""
+        """Admin: IDLE (from MAINTENANCE, via PREPARE) or MAINTENANCE (via BUSY)."""
         self.advance()
         try:
             target = WorkerState(state)
         except ValueError:
             raise WrongStateArgumentError() from None
-        if target not in (WS.IDLE, WS.MAINTENANCE):
+        if target not in (WorkerState.IDLE, WorkerState.MAINTENANCE):
             raise WrongStateArgumentError()
         worker = self._get_worker(uuid)
-        if (target, worker.state) in ((WS.MAINTENANCE, WS.BUSY), (WS.IDLE, WS.PREPARE)):
+        if (target, worker.state) in ((WorkerState.MAINTENANCE, WorkerState.BUSY), (WorkerState.IDLE, WorkerState.PREPARE)):
             return
-        if target is WS.IDLE:
-            if worker.state is not WS.MAINTENANCE:
+        if target is WorkerState.IDLE:
+            if worker.state is not WorkerState.MAINTENANCE:
                 raise ForbiddenStateChangeError()
-            self._set_worker_state(worker, WS.PREPARE, "set IDLE by admin")
+            self._set_worker_state(worker, WorkerState.PREPARE, "set IDLE by admin")
         else:
-            self._set_worker_state(worker, WS.BUSY, "set MAINTENANCE by admin")
+            self._set_worker_state(worker, WorkerState.BUSY, "set MAINTENANCE by admin")
         self._match()
 
     def set_groups(self, uuid: str, groups: list[str] | tuple[str, ...] | None) -> None:
@@ -559,7 +594,7 @@ class Scheduler:
         """Remove a worker in MAINTENANCE or FAIL; requests only it could serve become INVALID."""
         self.advance()
         worker = self._get_worker(uuid)
-        if worker.state not in (WS.MAINTENANCE, WS.FAIL):
+        if worker.state not in (WorkerState.MAINTENANCE, WorkerState.FAIL):
             raise NotInFailOrMaintenanceError()
         worker.op = next(self._ops)
         del self._workers[uuid]
@@ -567,7 +602,7 @@ class Scheduler:
         self._dirty_workers.discard(uuid)
         self._removed_workers.append(uuid)
         self._matcher.remove_worker(uuid)
-        self._effects.append(fx.WorkerRemoved(uuid))
+        self._effects.append(effects.WorkerRemoved(uuid))
         self._invalidate_orphans(worker)
 
     def _invalidate_orphans(self, gone: _Worker) -> None:
@@ -581,31 +616,31 @@ class Scheduler:
                 verdicts[key] = self._matcher.satisfiable(caps, req.groups)
             if not verdicts[key]:
                 self._leave_matcher(req)
-                self._end_request(req, RS.INVALID, f"no registered worker can serve it ({gone.uuid} deregistered)")
+                self._end_request(req, ReqState.INVALID, f"no registered worker can serve it ({gone.uuid} deregistered)")
 
     def _waiting(self) -> Iterator[_Request]:
-        return (r for r in list(self._requests.values()) if r.state is RS.WAIT)
+        return (r for r in list(self._requests.values()) if r.state is ReqState.WAIT)
 
     # ------------------------------------------------------------------ worker state machine
     def _set_worker_state(self, worker: _Worker, new: WorkerState, reason: str) -> None:
-        """The one place where a worker's state changes (SPEC B3.9)."""
+        """The one place where a worker's state changes (and its effects are issued)."""
         old = worker.state
         self._dirty_workers.add(worker.uuid)
         self._awaiting_dryad.discard(worker.uuid)
-        if old is WS.IDLE and new is not WS.IDLE:
+        if old is WorkerState.IDLE and new is not WorkerState.IDLE:
             self._matcher.set_idle(worker.uuid, False)
-        if old is WS.RUN and new not in (WS.IDLE, WS.PREPARE):
+        if old is WorkerState.RUN and new not in (WorkerState.IDLE, WorkerState.PREPARE):
             self._fail_job_of(worker, reason)
         worker.state = new
         worker.op = next(self._ops)
-        if new is WS.PREPARE:
-            self._effects.append(fx.PrepareWorker(worker.uuid, worker.op))
-        elif new is WS.BUSY:
-            self._effects.append(fx.PutInMaintenance(worker.uuid, worker.op,
+        if new is WorkerState.PREPARE:
+            self._effects.append(effects.PrepareWorker(worker.uuid, worker.op))
+        elif new is WorkerState.BUSY:
+            self._effects.append(effects.PutInMaintenance(worker.uuid, worker.op,
                                                      self.config.maintenance_message))
-        elif new is WS.IDLE:
+        elif new is WorkerState.IDLE:
             self._matcher.set_idle(worker.uuid, True)
-        self._effects.append(fx.WorkerChanged(worker.uuid, new, reason))
+        self._effects.append(effects.WorkerChanged(worker.uuid, new, reason))
 
     def _fail_job_of(self, worker: _Worker, reason: str) -> None:
         """The worker left RUN abnormally: its request FAILED, tunnel closed, no re-prepare."""
@@ -613,10 +648,10 @@ class Scheduler:
             return
         req = self._requests.get(worker.job)
         worker.job = None
-        if req is None or req.state is not RS.INPROGRESS:
+        if req is None or req.state is not ReqState.INPROGRESS:
             return
-        self._effects.append(fx.FinishJob(req.id, worker.uuid))
-        self._end_request(req, RS.FAILED, f"worker {worker.uuid} left RUNNING: {reason}")
+        self._effects.append(effects.FinishJob(req.id, worker.uuid))
+        self._end_request(req, ReqState.FAILED, f"worker {worker.uuid} left RUNNING: {reason}")
 
     def _transition(self, uuid: str, op: int, expected: WorkerState) -> _Worker | None:
         """The worker if answer `op` is still the one awaited, else None (stale: ignore)."""
@@ -629,35 +664,35 @@ class Scheduler:
     # ------------------------------------------------------------------ completions from the shell
     def worker_prepared(self, uuid: str, op: int, key: Any, username: str) -> bool:
         """PREPARE succeeded: the worker holds `key` for user `username` and turns IDLE."""
-        worker = self._transition(uuid, op, WS.PREPARE)
+        worker = self._transition(uuid, op, WorkerState.PREPARE)
         if worker is None:
             return False
         worker.key, worker.username, worker.fail_reason = key, username, None
-        self._set_worker_state(worker, WS.IDLE, "prepared")
+        self._set_worker_state(worker, WorkerState.IDLE, "prepared")
         self._match()
         return True
 
     def worker_prepare_failed(self, uuid: str, op: int, reason: str) -> bool:
-        worker = self._transition(uuid, op, WS.PREPARE)
+        worker = self._transition(uuid, op, WorkerState.PREPARE)
         if worker is None:
             return False
         worker.fail_reason = f"prepare failed: {reason}"
-        self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+        self._set_worker_state(worker, WorkerState.FAIL, worker.fail_reason)
         return True
 
     def worker_in_maintenance(self, uuid: str, op: int) -> bool:
-        worker = self._transition(uuid, op, WS.BUSY)
+        worker = self._transition(uuid, op, WorkerState.BUSY)
         if worker is None:
             return False
-        self._set_worker_state(worker, WS.MAINTENANCE, "in maintenance")
+        self._set_worker_state(worker, WorkerState.MAINTENANCE, "in maintenance")
         return True
 
     def worker_maintenance_failed(self, uuid: str, op: int, reason: str) -> bool:
-        worker = self._transition(uuid, op, WS.BUSY)
+        worker = self._transition(uuid, op, WorkerState.BUSY)
         if worker is None:
             return False
         worker.fail_reason = f"maintenance failed: {reason}"
-        self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+        self._set_worker_state(worker, WorkerState.FAIL, worker.fail_reason)
         return True
 
     def job_start_failed(self, req_id: int, reason: str) -> bool:
@@ -665,24 +700,25 @@ class Scheduler:
 
         The request goes back to WAIT at its old place; the worker, whose route
         is broken, goes to FAIL with the reason, so no retry loop follows
-        (SPEC A3, upstream defect B11.3-2).
+        (upstream retried such a start forever).
         """
         self.advance()
         req = self._requests.get(req_id)
-        if req is None or req.state is not RS.INPROGRESS or req.job_worker is None:
+        if req is None or req.state is not ReqState.INPROGRESS or req.job_worker is None:
             return False
         worker = self._workers.get(req.job_worker)
-        self._effects.append(fx.FinishJob(req.id, req.job_worker))
-        req.state, req.job_worker, req.job_timeout = RS.WAIT, None, None
-        req.prolongs = 0                     # the job never started (A3)
+        self._effects.append(effects.FinishJob(req.id, req.job_worker))
+        req.state, req.job_worker, req.job_timeout = ReqState.WAIT, None, None
+        self._timers.superseded()             # the job's timeout
+        req.prolongs = 0                     # the job never started: its prolongs do not count
         self._dirty_requests.add(req.id)
-        self._effects.append(fx.RequestChanged(req.id, RS.WAIT, f"job start failed: {reason}"))
+        self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, f"job start failed: {reason}"))
         if worker is not None and worker.job == req.id:
             worker.job = None
             worker.fail_reason = f"job start failed: {reason}"
-            self._set_worker_state(worker, WS.FAIL, worker.fail_reason)
+            self._set_worker_state(worker, WorkerState.FAIL, worker.fail_reason)
         if req.deadline <= self._now:
-            self._end_request(req, RS.TIMEOUT, "deadline passed")
+            self._end_request(req, ReqState.TIMEOUT, "deadline passed")
         elif self._maybe_ready(req):
             self._match()
         return True
@@ -745,7 +781,7 @@ class Scheduler:
     @classmethod
     def restore(cls, snapshot: Snapshot, clock: Clock | None = None,
                 config: SchedulerConfig | None = None, matcher: str | None = None) -> "Scheduler":
-        """Rebuild the books after a restart (SPEC issue 5).
+        """Rebuild the books after a restart.
 
         Requests keep their IDs, fields and queue places; timers are re-armed
         (those that passed fire at the next call). Workers keep their state
@@ -768,7 +804,7 @@ class Scheduler:
             worker.op = next(sched._ops)
             sched._workers[worker.uuid] = worker
             sched._matcher.add_worker(worker.uuid, worker.caps, worker.groups)
-            if worker.state not in (WS.MAINTENANCE, WS.FAIL):
+            if worker.state not in (WorkerState.MAINTENANCE, WorkerState.FAIL):
                 sched._awaiting_dryad.add(worker.uuid)
         sched._restore_requests(snapshot.requests)
         return sched
@@ -808,14 +844,17 @@ class Scheduler:
             req.prolongs, req.ended_at = rec["prolongs"], rec["ended_at"]
             books[req.id] = req
             added += 1
-            if req.state is RS.WAIT:
+            if req.state is ReqState.WAIT:
                 timers.append((req.deadline, TimerKind.DEADLINE, req.id))
                 if req.valid_after <= now < req.deadline:
                     self._enter_matcher(req)
                 else:
                     timers.append((req.valid_after, TimerKind.VALID_AFTER, req.id))
-            elif req.state is RS.INPROGRESS and req.job_timeout is not None:
-                timers.append((req.job_timeout, TimerKind.JOB_TIMEOUT, req.id))
+            elif req.state is ReqState.INPROGRESS:
+                # The deadline too: a job that fails to start sends the request back to WAIT.
+                timers.append((req.deadline, TimerKind.DEADLINE, req.id))
+                if req.job_timeout is not None:
+                    timers.append((req.job_timeout, TimerKind.JOB_TIMEOUT, req.id))
         if timers:
             self._timers.extend(timers)
         return added
@@ -836,17 +875,17 @@ class Scheduler:
     def _resume(self, worker: _Worker) -> None:
         """The dryad of a restored worker is back: pick up where the old server stopped."""
         self._awaiting_dryad.discard(worker.uuid)
-        if worker.state is WS.IDLE:
+        if worker.state is WorkerState.IDLE:
             self._matcher.set_idle(worker.uuid, True)
-        elif worker.state is WS.PREPARE:
+        elif worker.state is WorkerState.PREPARE:
             worker.op = next(self._ops)
-            self._effects.append(fx.PrepareWorker(worker.uuid, worker.op))
-        elif worker.state is WS.BUSY:
+            self._effects.append(effects.PrepareWorker(worker.uuid, worker.op))
+        elif worker.state is WorkerState.BUSY:
             worker.op = next(self._ops)
-            self._effects.append(fx.PutInMaintenance(worker.uuid, worker.op,
+            self._effects.append(effects.PutInMaintenance(worker.uuid, worker.op,
                                                      self.config.maintenance_message))
-        elif worker.state is WS.RUN and worker.job is not None:
-            self._effects.append(fx.ResumeJob(worker.job, worker.uuid))
+        elif worker.state is WorkerState.RUN and worker.job is not None:
+            self._effects.append(effects.ResumeJob(worker.job, worker.uuid))
 
     def overdue_dryads(self) -> list[str]:
         """Restored workers whose dryads have not come back yet."""

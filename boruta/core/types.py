@@ -1,7 +1,11 @@
-"""The seed's vocabulary (shared/seed/boruta.go) in Python spelling.
+"""Upstream Boruta's vocabulary (requests, workers, their states and infos) in Python spelling.
 
 States carry upstream's wire strings exactly. Times are timezone-aware UTC
-datetimes at the API; the core stores them as float seconds since the epoch.
+datetimes at the API; the core keeps them as float seconds since the epoch,
+and only times inside a window (EARLIEST_TIME .. LATEST_TIME) that every
+conversion survives: datetime -> seconds -> datetime, ISO 8601 text, a REAL
+column of the store, and a display in any time zone (offsets reach +-14 h, so
+the window stops a day short of year 10000).
 """
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ HI_PRIO = 1
 LO_PRIO = 16
 MAX_PAGE_LIMIT = 65535
 UUID_KEY = "UUID"
+
+# The times the core keeps. A float keeps microseconds exactly up to about
+# year 2255; later ones come back within 16 microseconds, still inside the window.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9999, 12, 30, tzinfo=timezone.utc)
+EARLIEST_TIMESTAMP = EARLIEST_TIME.timestamp()
+LATEST_TIMESTAMP = LATEST_TIME.timestamp()
 
 
 class ReqState(enum.StrEnum):
@@ -74,7 +85,12 @@ def to_datetime(ts: float | None) -> datetime | None:
 
 
 def to_timestamp(value: datetime) -> float:
-    """Aware datetimes keep their zone; naive ones are taken as UTC (SPEC A3)."""
+    """Aware datetimes keep their zone; naive ones are taken as UTC.
+
+    Seconds since the epoch are computed without converting to UTC first, so a
+    time whose UTC date would fall outside years 1..9999 still gets a number
+    (which the caller then refuses) instead of an OverflowError.
+    """
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.timestamp()
@@ -103,7 +119,7 @@ class ReqInfo:
     caps: Mapping[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        """The document of CLI.md: ISO 8601 UTC times with a Z."""
+        """The document the CLI prints with --json: ISO 8601 UTC times with a Z."""
         return {
             "id": self.id,
             "priority": self.priority,
@@ -172,7 +188,7 @@ class Paginator:
 
 @dataclass(frozen=True)
 class RequestFilter:
-    """AND over non-empty fields, OR within a field (SPEC B1.6)."""
+    """AND over non-empty fields, OR within a field, as upstream's filters."""
 
     ids: tuple[int, ...] = ()
     priorities: tuple[int, ...] = ()
@@ -186,7 +202,8 @@ class RequestFilter:
 
 @dataclass(frozen=True)
 class WorkerFilter:
-    """Caps and groups, matched as the matcher does (SPEC B4.3); plus states."""
+    """Caps and groups, matched as the matcher does (every cap equal, one group
+    shared unless none is given); plus states."""
 
     groups: tuple[str, ...] = ()
     caps: Mapping[str, str] = field(default_factory=dict)
@@ -201,7 +218,10 @@ class WorkerFilter:
 
 
 def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z; naive datetimes are taken as UTC."""
     if value is None:
         return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
     text = value.astimezone(timezone.utc).isoformat()
     return text.replace("+00:00", "Z")

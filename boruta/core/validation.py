@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from boruta.core.addresses import AddressError, split_host_port
 from boruta.core.errors import (BadArgumentError, InvalidAddressError, MissingIPError,
                                 MissingPortError, MissingUUIDError)
-from boruta.core.types import UUID_KEY
+from boruta.core.types import (EARLIEST_TIME, EARLIEST_TIMESTAMP, LATEST_TIME,
+                               LATEST_TIMESTAMP, UUID_KEY, iso, to_timestamp)
+
+TIME_WINDOW = f"from {iso(EARLIEST_TIME)} to {iso(LATEST_TIME)}"
 
 
 def check_caps(caps: Any, what: str = "caps") -> dict[str, str]:
@@ -43,10 +47,43 @@ def check_int(value: Any, what: str) -> int:
     return value
 
 
-def check_time(value: Any, what: str) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    raise BadArgumentError(f"{what} must be a time, not {type(value).__name__}")
+def check_time(value: Any, what: str) -> float | None:
+    """A datetime (naive = UTC) inside the window the core keeps, as seconds since the epoch.
+
+    None passes (for "not given"). A time outside the window would be stored
+    and then fail every listing that shows it, so it is refused here, where
+    the caller learns which argument is wrong.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise BadArgumentError(f"{what} must be a time, not {type(value).__name__}")
+    try:
+        seconds = to_timestamp(value)
+    except (OverflowError, ValueError, TypeError) as exc:   # a tzinfo with a bad offset
+        raise BadArgumentError(f"{what} has a time zone without a usable offset: {exc}") from None
+    return _in_window(seconds, value, what)
+
+
+def check_timestamp(value: Any, what: str) -> float:
+    """Seconds since the epoch (an int or a finite float) inside the window the core keeps."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadArgumentError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    return _in_window(value, value, what)
+
+
+def _in_window(seconds: int | float, shown: Any, what: str) -> float:
+    # Python compares ints and floats exactly, so a huge int cannot overflow here;
+    # NaN fails both comparisons.
+    if not EARLIEST_TIMESTAMP <= seconds <= LATEST_TIMESTAMP:
+        raise BadArgumentError(f"{what} must be a time {TIME_WINDOW}, not {_shown(shown)}")
+    return float(seconds)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (an int may have a thousand digits)."""
+    text = value.isoformat() if isinstance(value, datetime) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_worker_caps(caps: Any) -> tuple[str, dict[str, str]]:
@@ -58,30 +95,36 @@ def check_worker_caps(caps: Any) -> tuple[str, dict[str, str]]:
 
 
 def check_address(address: Any, what: str) -> str:
-    """`host:port` or `[v6]:port` with an IP or host name and a port 1..65535."""
+    """`host:port` or `[v6]:port` with an IP or host name and a port 1..65535.
+
+    Upstream's three codes: no host is missing_ip, no port (or port 0) is
+    missing_port, anything else unusable is invalid_address.
+    """
     if not isinstance(address, str):
         raise BadArgumentError(f"{what} address must be a string")
-    if not address:
+    if not address or address.startswith(":"):
         raise MissingIPError()
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        host, port = address, ""
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    try:
+        host, port = split_host_port(address, allow_zero_port=True)
+    except AddressError as exc:
+        if exc.part == "port" and (":" not in address or address.endswith(":")):
+            raise MissingPortError() from None
+        raise InvalidAddressError(f"invalid {what} address {address!r}: {exc}") from None
+    if port == 0:
+        raise MissingPortError()
+    if address.startswith("["):
         try:
             ipaddress.IPv6Address(host)
         except ValueError as exc:
-            raise InvalidAddressError(f"invalid {what} address: {exc}") from None
-    if not host:
-        raise MissingIPError()
-    if not port:
-        raise MissingPortError()
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        if port.isdigit() and int(port) == 0:
-            raise MissingPortError()
-        raise InvalidAddressError(f"invalid {what} address: bad port {port!r}")
+            raise InvalidAddressError(f"invalid {what} address {address!r}: {exc}") from None
     return address
 
 
-def address_port(address: str | None) -> str | None:
-    return None if address is None else address.rpartition(":")[2]
+def address_port(address: str | None) -> int | None:
+    """The port of an address that passed `check_address` (None if it has none)."""
+    if address is None:
+        return None
+    try:
+        return split_host_port(address, allow_empty_host=True, allow_zero_port=True)[1]
+    except AddressError:
+        return None

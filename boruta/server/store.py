@@ -15,12 +15,21 @@ directory, and SQLite gives its -wal and -shm files the same mode.
 Every failure to use the file (unreadable, truncated, corrupted, not ours,
 from a newer Boruta, locked by another server) is a `StoreError` whose
 message says what is wrong and what to do; never a traceback.
+
+A request row whose times lie outside the window the core keeps
+(boruta.core.types: EARLIEST_TIME .. LATEST_TIME; older versions accepted
+any time) is read with those times moved to the window's nearest end, and
+logged. Its meaning is unchanged (a deadline in year 10000 and one at the
+end of 9999 both never come; one before 1970 has passed either way), the
+owner can still see and close it, and no listing fails on it. The row is
+rewritten when the request next changes.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import operator
 import os
@@ -29,6 +38,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
+from boruta.core.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+
+log = logging.getLogger("boruta.server.store")
 
 SCHEMA_VERSION = 3
 DB_NAME = "boruta.sqlite3"
@@ -86,6 +98,13 @@ REQUEST_COLUMNS = ("id", "priority", "groups", "caps", "valid_after", "deadline"
 WORKER_COLUMNS = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
                   "username", "fail_reason", "job")
 _JSON_COLUMNS = frozenset({"groups", "caps"})
+_TIME_COLUMNS = ("valid_after", "deadline", "job_timeout", "ended_at")
+# Selected after a request's columns: true when one of its times is outside the window
+# (NULL, an absent job timeout or end, counts as inside). SQLite tests it, not Python:
+# a restart reads a million rows.
+_TIMES_OUT_OF_WINDOW = " OR ".join(
+    f"({name} IS NOT NULL AND {name} NOT BETWEEN {EARLIEST_TIMESTAMP!r} AND {LATEST_TIMESTAMP!r})"
+    for name in _TIME_COLUMNS)
 _REQUEST_STATES = frozenset({"WAITING", "IN PROGRESS", "CANCELLED", "TIMEOUT", "INVALID",
                              "DONE", "FAILED"})
 _WORKER_STATES = frozenset({"MAINTENANCE", "IDLE", "RUNNING", "FAILED", "PREPARE", "BUSY"})
@@ -435,7 +454,11 @@ class Store:
         c = columns.index("caps")
         cache: dict[str, Any] = decode.cache
         loads = json.loads
-        sql = f"SELECT {','.join(columns)} FROM {table}"
+        flag = len(columns) if table == "requests" else None
+        sql = f"SELECT {','.join(columns)}"
+        if flag is not None:
+            sql += f",({_TIMES_OUT_OF_WINDOW})"
+        sql += f" FROM {table}"
         if where:
             sql += f" WHERE {where}"
         sql += f" ORDER BY {order}"
@@ -455,6 +478,8 @@ class Store:
                 if value is None:
                     value = cache[text] = loads(text)
                 record["caps"] = value
+                if flag is not None and row[flag]:
+                    _move_times_into_window(record, self.path)
                 yield record
 
     def tunnel_ports(self) -> dict[int, int]:
@@ -465,11 +490,6 @@ class Store:
             return dict(self._conn().execute("SELECT req_id, port FROM tunnels"))
         except sqlite3.DatabaseError as exc:
             raise _unusable(self.path, exc) from None
-
-    def counts(self) -> dict[str, int]:
-        db = self._conn()
-        return {"requests": db.execute("SELECT COUNT(*) FROM requests").fetchone()[0],
-                "workers": db.execute("SELECT COUNT(*) FROM workers").fetchone()[0]}
 
     def is_empty(self) -> bool:
         db = self._conn()
@@ -618,6 +638,26 @@ class _Tx:
         else:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+
+
+def _move_times_into_window(record: dict[str, Any], path: Path) -> None:
+    """A request's times outside the window, moved to its nearest end and logged
+    (see the module docstring). A time that is not a number is a damaged record."""
+    moved = {}
+    for name in _TIME_COLUMNS:
+        value = record[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"request {record['id']}: {name} {value!r} is not a time")
+        if not EARLIEST_TIMESTAMP <= value <= LATEST_TIMESTAMP:
+            record[name] = min(max(value, EARLIEST_TIMESTAMP), LATEST_TIMESTAMP)
+            moved[name] = value
+    if moved:
+        log.warning("stored request %s has times outside the window Boruta keeps; "
+                    "read as the window's nearest end", record["id"],
+                    extra={"fields": {"state_db": str(path), "request": record["id"],
+                                      **{name: repr(value) for name, value in moved.items()}}})
 
 
 # -- checking dump records ---------------------------------------------------

@@ -80,27 +80,31 @@ def as_seconds(name: str, value: Any) -> float:
 
 
 def as_time(name: str, value: Any) -> datetime:
-    """ISO 8601 string (a zone-less time is UTC) or float seconds since the epoch."""
+    """ISO 8601 string (a zone-less time is UTC) or seconds since the epoch, inside the
+    window of times the core keeps (boruta.core.types.EARLIEST_TIME .. LATEST_TIME).
+
+    Only BadArgumentError comes out: a huge number, an offset that pushes the
+    time past year 9999 or before year 1, or text that is no time is named.
+    """
+    # Imported here: this function is the core's time rule at the wire's edge.
+    from boruta.core.validation import check_time, check_timestamp
+    what = f"argument '{name}'"
     if isinstance(value, bool):
         raise _fail(name, "a time", value)
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise BadArgumentError(f"argument '{name}' must be a finite time")
-        try:
-            return datetime.fromtimestamp(value, timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            raise BadArgumentError(f"argument '{name}': time {value!r} out of range") from None
+        return datetime.fromtimestamp(check_timestamp(value, what), timezone.utc)
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
             moment = datetime.fromisoformat(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise BadArgumentError(
-                f"argument '{name}': {value!r} is not an ISO 8601 time") from None
+                f"argument '{name}': {value[:60]!r} is not an ISO 8601 time") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
+        check_time(moment, what)              # inside the window: astimezone() cannot overflow
         return moment.astimezone(timezone.utc)
     raise _fail(name, "a time (ISO 8601 string or epoch seconds)", value)
 
