@@ -31,7 +31,6 @@ import fcntl
 import json
 import logging
 import math
-import operator
 import os
 import sqlite3
 from pathlib import Path
@@ -39,6 +38,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
 from boruta.core.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
+from boruta.server.rows import (REQUEST_COLUMNS, WORKER_COLUMNS, RowEncoder,
+                                StoreError, check_request, check_worker, is_int, json_decoder)
 
 log = logging.getLogger("boruta.server.store")
 
@@ -93,11 +94,6 @@ _MIGRATIONS: list[list[str]] = [
 ]
 LIVE = "state IN ('WAITING', 'IN PROGRESS')"          # what a restart reads first
 
-REQUEST_COLUMNS = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
-                   "job_worker", "job_timeout", "seq", "prolongs", "ended_at")
-WORKER_COLUMNS = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
-                  "username", "fail_reason", "job")
-_JSON_COLUMNS = frozenset({"groups", "caps"})
 _TIME_COLUMNS = ("valid_after", "deadline", "job_timeout", "ended_at")
 # Selected after a request's columns: true when one of its times is outside the window
 # (NULL, an absent job timeout or end, counts as inside). SQLite tests it, not Python:
@@ -105,9 +101,6 @@ _TIME_COLUMNS = ("valid_after", "deadline", "job_timeout", "ended_at")
 _TIMES_OUT_OF_WINDOW = " OR ".join(
     f"({name} IS NOT NULL AND {name} NOT BETWEEN {EARLIEST_TIMESTAMP!r} AND {LATEST_TIMESTAMP!r})"
     for name in _TIME_COLUMNS)
-_REQUEST_STATES = frozenset({"WAITING", "IN PROGRESS", "CANCELLED", "TIMEOUT", "INVALID",
-                             "DONE", "FAILED"})
-_WORKER_STATES = frozenset({"MAINTENANCE", "IDLE", "RUNNING", "FAILED", "PREPARE", "BUSY"})
 _RESTORE_CHUNK = 10_000
 
 # An upsert, not INSERT OR REPLACE: a request's later changes (state, job, prolongs)
@@ -117,63 +110,6 @@ _INSERT_REQUESTS = (f"INSERT INTO requests({','.join(REQUEST_COLUMNS)}) "
                     f"SET {','.join(f'{c}=excluded.{c}' for c in REQUEST_COLUMNS[1:])}")
 _INSERT_WORKERS = (f"INSERT OR REPLACE INTO workers({','.join(WORKER_COLUMNS)}) "
                    f"VALUES ({','.join('?' * len(WORKER_COLUMNS))})")
-
-
-class StoreError(Exception):
-    """The state directory cannot be used; the message says why and what to do."""
-
-
-class _RowEncoder:
-    """Records to rows for one table. The JSON columns' texts are cached by value:
-    thousands of requests share a few caps, and json.dumps was a third of what a
-    durable NewRequest cost the loop. By value, not identity, so a cached text never
-    outlives the meaning of its key (the values inside are strings: records are checked
-    before they get here)."""
-
-    _CACHE_MAX = 4096
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
-        self._columns = columns
-        self._fields = operator.itemgetter(*columns)
-        self._texts: dict[int, dict[Any, str]] = {
-            i: {} for i, name in enumerate(columns) if name in _JSON_COLUMNS}
-
-    def __call__(self, record: Mapping[str, Any]) -> tuple:
-        try:
-            row = list(self._fields(record))
-        except KeyError:                   # a record without some field: NULL there
-            row = [record.get(name) for name in self._columns]
-        for i, texts in self._texts.items():
-            value = row[i]
-            # The type is part of the key: a dict and a tuple of its pairs differ in JSON.
-            key = (dict, tuple(value.items())) if isinstance(value, dict) else (type(value), value)
-            try:
-                row[i] = texts[key]
-                continue
-            except KeyError:
-                pass
-            except TypeError:              # unhashable (a list): not cached
-                key = None
-            text = json.dumps(value if not isinstance(value, tuple) else list(value),
-                              sort_keys=True, separators=(",", ":"))
-            if key is not None:
-                if len(texts) >= self._CACHE_MAX:
-                    texts.clear()
-                texts[key] = text
-            row[i] = text
-        return tuple(row)
-
-
-def _decoder() -> Any:
-    cache: dict[str, Any] = {}
-
-    def decode(text: str) -> Any:
-        value = cache.get(text)
-        if value is None:
-            value = cache[text] = json.loads(text)
-        return value
-    decode.cache = cache          # type: ignore[attr-defined]
-    return decode
 
 
 def _unusable(path: Path, exc: BaseException) -> StoreError:
@@ -201,8 +137,8 @@ class Store:
         self.version = SCHEMA_VERSION
         self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
-        self._request_row = _RowEncoder(REQUEST_COLUMNS)
-        self._worker_row = _RowEncoder(WORKER_COLUMNS)
+        self._request_row = RowEncoder(REQUEST_COLUMNS)
+        self._worker_row = RowEncoder(WORKER_COLUMNS)
         try:
             if readonly:
                 if not self.path.is_file():
@@ -399,7 +335,7 @@ class Store:
         """
         try:
             with self._reading():
-                decode = _decoder()
+                decode = json_decoder()
                 top = self._conn().execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0
                 snap = Snapshot(last_id=max(self._meta("last_id") or 0, top),
                                 last_seq=self._meta("last_seq") or 0)
@@ -427,7 +363,7 @@ class Store:
     def history(self, after_id: int = 0, limit: int = 20_000) -> list[dict[str, Any]]:
         """Finished requests with IDs above `after_id`, by ID, at most `limit` of them."""
         try:
-            return list(self._records(REQUEST_COLUMNS, "requests", "id", _decoder(),
+            return list(self._records(REQUEST_COLUMNS, "requests", "id", json_decoder(),
                                       f"id > ? AND NOT ({LIVE})", (after_id,), limit))
         except sqlite3.DatabaseError as exc:
             raise _unusable(self.path, exc) from None
@@ -437,7 +373,7 @@ class Store:
     def load_request(self, req_id: int) -> dict[str, Any] | None:
         """One request's record (None if there is none)."""
         try:
-            found = list(self._records(REQUEST_COLUMNS, "requests", "id", _decoder(),
+            found = list(self._records(REQUEST_COLUMNS, "requests", "id", json_decoder(),
                                        "id = ?", (req_id,)))
         except sqlite3.DatabaseError as exc:
             raise _unusable(self.path, exc) from None
@@ -521,7 +457,7 @@ class Store:
         """
         try:
             with self._reading():
-                decode = _decoder()
+                decode = json_decoder()
                 yield {"kind": "meta", "schema_version": SCHEMA_VERSION,
                        "last_id": self._meta("last_id") or 0,
                        "last_seq": self._meta("last_seq") or 0}
@@ -564,17 +500,17 @@ class Store:
                     kind = record.get("kind") if isinstance(record, dict) else None
                     if kind == "meta":
                         version = record.get("schema_version")
-                        if (not _is_int(version) or version < 1
+                        if (not is_int(version) or version < 1
                                 or version > SCHEMA_VERSION):
                             raise StoreError(f"line {number}: a dump of schema version "
                                              f"{version!r} cannot be restored by this Boruta "
                                              f"(versions 1 to {SCHEMA_VERSION})")
-                        if not (_is_int(record.get("last_id")) and _is_int(record.get("last_seq"))):
+                        if not (is_int(record.get("last_id")) and is_int(record.get("last_seq"))):
                             raise StoreError(f"line {number}: meta record without last_id/last_seq")
                         last_id, last_seq = record["last_id"], record["last_seq"]
                         seen_meta = True
                     elif kind == "worker":
-                        _check_worker(record, number)
+                        check_worker(record, number)
                         if record["uuid"] in uuids:
                             raise StoreError(
                                 f"line {number}: worker {record['uuid']} appears twice")
@@ -583,7 +519,7 @@ class Store:
                         workers += 1
                     elif kind == "tunnel":
                         req_id, port = record.get("req_id"), record.get("port")
-                        if not (_is_int(req_id) and _is_int(port) and 0 < port < 65536):
+                        if not (is_int(req_id) and is_int(port) and 0 < port < 65536):
                             raise StoreError(f"line {number}: bad tunnel record")
                         if req_id in tunnel_ids:
                             raise StoreError(f"line {number}: tunnel of request {req_id} "
@@ -592,7 +528,7 @@ class Store:
                         db.execute("INSERT INTO tunnels(req_id, port) VALUES (?, ?)",
                                    (req_id, port))
                     elif kind == "request":
-                        _check_request(record, number)
+                        check_request(record, number)
                         if record["id"] in req_ids:
                             raise StoreError(f"line {number}: request {record['id']} appears twice")
                         req_ids.add(record["id"])
@@ -658,58 +594,3 @@ def _move_times_into_window(record: dict[str, Any], path: Path) -> None:
                     "read as the window's nearest end", record["id"],
                     extra={"fields": {"state_db": str(path), "request": record["id"],
                                       **{name: repr(value) for name, value in moved.items()}}})
-
-
-# -- checking dump records ---------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _is_caps(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                           for k, v in value.items())
-
-
-def _check(ok: bool, number: int, what: str, field: str) -> None:
-    if not ok:
-        raise StoreError(f"line {number}: {what} record with a missing or bad {field!r}")
-
-
-def _check_request(r: dict[str, Any], number: int) -> None:
-    for name in REQUEST_COLUMNS:
-        _check(name in r, number, "request", name)
-    _check(_is_int(r["id"]) and r["id"] > 0, number, "request", "id")
-    for name in ("priority", "seq", "prolongs"):
-        _check(_is_int(r[name]), number, "request", name)
-    for name in ("valid_after", "deadline"):
-        _check(_is_num(r[name]), number, "request", name)
-    for name in ("job_timeout", "ended_at"):
-        _check(r[name] is None or _is_num(r[name]), number, "request", name)
-    _check(r["state"] in _REQUEST_STATES, number, "request", "state")
-    _check(_is_str_list(r["groups"]), number, "request", "groups")
-    _check(_is_caps(r["caps"]), number, "request", "caps")
-    _check(r["job_worker"] is None or isinstance(r["job_worker"], str), number, "request",
-           "job_worker")
-
-
-def _check_worker(w: dict[str, Any], number: int) -> None:
-    for name in WORKER_COLUMNS:
-        _check(name in w, number, "worker", name)
-    _check(isinstance(w["uuid"], str) and bool(w["uuid"]), number, "worker", "uuid")
-    _check(w["state"] in _WORKER_STATES, number, "worker", "state")
-    _check(_is_str_list(w["groups"]), number, "worker", "groups")
-    _check(_is_caps(w["caps"]), number, "worker", "caps")
-    for name in ("dryad_address", "ssh_address"):
-        _check(isinstance(w[name], str), number, "worker", name)
-    for name in ("key", "username", "fail_reason"):
-        _check(w[name] is None or isinstance(w[name], str), number, "worker", name)
-    _check(w["job"] is None or _is_int(w["job"]), number, "worker", "job")
