@@ -11,9 +11,23 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from boruta.core.errors import BadArgumentError, WrongListDirectionError, WrongSortOrderError
-from boruta.core.types import (MAX_PAGE_LIMIT, Paginator, ReqState, RequestFilter, SortInfo,
-                               WorkerFilter, parse_req_state, parse_worker_state)
+from boruta.core.errors import (
+    BadArgumentError,
+    WrongListDirectionError,
+    WrongSortOrderError,
+)
+from boruta.core.types import (
+    MAX_PAGE_LIMIT,
+    Paginator,
+    ReqState,
+    RequestFilter,
+    SortInfo,
+    WorkerFilter,
+    parse_req_state,
+    parse_worker_state,
+)
+from boruta.core.validation import check_time, check_timestamp
+
 
 def _fail(name: str, wanted: str, value: Any) -> BadArgumentError:
     return BadArgumentError(f"argument '{name}' must be {wanted}, not {_kind(value)}")
@@ -86,8 +100,6 @@ def as_time(name: str, value: Any) -> datetime:
     Only BadArgumentError comes out: a huge number, an offset that pushes the
     time past year 9999 or before year 1, or text that is no time is named.
     """
-    # Imported here: this function is the core's time rule at the wire's edge.
-    from boruta.core.validation import check_time, check_timestamp
     what = f"argument '{name}'"
     if isinstance(value, bool):
         raise _fail(name, "a time", value)
