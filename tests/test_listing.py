@@ -9,7 +9,7 @@ from boruta.core.types import (MAX_PAGE_LIMIT, ListInfo, Paginator, ReqState, Re
 from boruta.testing import wuuid
 
 RS, WS = ReqState, WorkerState
-P = 4                                   # odd IDs have priority P, even IDs P+1
+BASE_PRIORITY = 4                                   # odd IDs have priority BASE_PRIORITY, even IDs BASE_PRIORITY+1
 ASC, DESC = SortInfo("id"), SortInfo("id", descending=True)
 
 
@@ -20,12 +20,12 @@ def page_ids(result):
 
 @pytest.fixture
 def sixteen(farm):
-    """Upstream's list fixture: IDs 1-16, odd priority P, even P+1; 1-2 WAIT, others DONE."""
+    """Upstream's list fixture: IDs 1-16, odd priority BASE_PRIORITY, even BASE_PRIORITY+1; 1-2 WAIT, others DONE."""
     farm.idle(wuuid(1))
     for n in (1, 2):                    # not valid yet: they stay WAITING
-        assert farm.request(priority=P + (n + 1) % 2, valid_after=farm.later(86400)) == n
+        assert farm.request(priority=BASE_PRIORITY + (n + 1) % 2, valid_after=farm.later(86400)) == n
     for n in range(3, 17):
-        req_id = farm.request(priority=P if n % 2 else P + 1)
+        req_id = farm.request(priority=BASE_PRIORITY if n % 2 else BASE_PRIORITY + 1)
         assert req_id == n and farm.worker_of(n) == wuuid(1)
         farm.done(req_id)
     states = {r.id: r.state for r in farm.scheduler.list_requests()[0]}
@@ -35,7 +35,7 @@ def sixteen(farm):
 
 # ---------------------------------------------------------------- worked examples
 class TestWorkedExamples:
-    EVEN = RequestFilter(priorities=(P + 1,))
+    EVEN = RequestFilter(priorities=(BASE_PRIORITY + 1,))
 
     @pytest.mark.parametrize("filt, sorter, paginator, expected, total, remaining", [
         (EVEN, DESC, Paginator(5, backward=True, limit=3), [10, 8, 6], 8, 3),
@@ -54,7 +54,7 @@ class TestWorkedExamples:
         (EVEN, ASC, Paginator(6, backward=True, limit=2), [2, 4], 8, 0),
         (RequestFilter(states=(RS.WAIT,)), ASC, Paginator(9, limit=5), [], 2, 0),
         (RequestFilter(states=(RS.WAIT,)), ASC, Paginator(9, backward=True), [1, 2], 2, 0),
-        (RequestFilter(ids=(3, 4, 5), priorities=(P,)), None, None, [3, 5], 2, 0),
+        (RequestFilter(ids=(3, 4, 5), priorities=(BASE_PRIORITY,)), None, None, [3, 5], 2, 0),
         (RequestFilter(states=(RS.DONE, RS.WAIT), ids=(2, 3)), None, None, [2, 3], 2, 0),
     ])
     def test_b28_examples(self, sixteen, filt, sorter, paginator, expected, total, remaining):

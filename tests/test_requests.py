@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
                                 InvalidTimeRangeError, ModificationForbiddenError,
@@ -423,7 +423,7 @@ class TestCloseRequest:
         farm.register(wuuid(1))
         req_id = farm.request()
         farm.scheduler.close_request(req_id)
-        assert farm.drain() == [fx.RequestChanged(req_id, RS.CANCEL, "closed by owner")]
+        assert farm.drain() == [effects.RequestChanged(req_id, RS.CANCEL, "closed by owner")]
         assert farm.request_state(req_id) is RS.CANCEL
         farm.idle(wuuid(1))                              # never matched afterwards
         assert farm.started() == []
@@ -435,10 +435,10 @@ class TestCloseRequest:
         assert farm.worker_of(req_id) == wuuid(1)
         farm.scheduler.close_request(req_id)
         out = farm.drain()
-        assert fx.FinishJob(req_id, wuuid(1)) in out
-        prepares = [e for e in out if isinstance(e, fx.PrepareWorker)]
+        assert effects.FinishJob(req_id, wuuid(1)) in out
+        prepares = [e for e in out if isinstance(e, effects.PrepareWorker)]
         assert [p.worker_uuid for p in prepares] == [wuuid(1)]
-        assert out.index(fx.FinishJob(req_id, wuuid(1))) < out.index(prepares[0])
+        assert out.index(effects.FinishJob(req_id, wuuid(1))) < out.index(prepares[0])
         assert farm.request_state(req_id) is RS.DONE
         assert farm.worker_state(wuuid(1)) is WS.PREPARE
         # the job stays recorded on the finished request

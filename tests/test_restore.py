@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.clock import ManualClock
 from boruta.core.errors import InMaintenanceError
 from boruta.core.scheduler import Scheduler
@@ -121,7 +121,7 @@ def test_running_job_keeps_request_and_key_and_resumes(durable: Durable) -> None
     access = farm.scheduler.acquire_worker(req)
     assert (access.key, access.username) == ("the-job-key", "alice")
     farm.scheduler.register({"UUID": "w1"}, "10.0.0.1:7175", "10.0.0.1:22")
-    assert fx.ResumeJob(req, "w1") in farm.drain()
+    assert effects.ResumeJob(req, "w1") in farm.drain()
 
 
 def test_interrupted_prepare_is_issued_again_when_the_dryad_returns(durable: Durable) -> None:

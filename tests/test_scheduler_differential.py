@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import BorutaError
@@ -74,13 +74,13 @@ class SchedulerPair(RuleBasedStateMachine):
     def both(self, call: Callable[[Scheduler], Any]) -> tuple:
         results = [outcome(lambda s=s: call(s)) for s in self.scheds]
         assert results[0] == results[1], results
-        effects = [s.drain_effects() for s in self.scheds]
-        assert effects[0] == effects[1], effects
-        for effect in effects[0]:
-            if isinstance(effect, (fx.PrepareWorker, fx.PutInMaintenance)):
+        drained = [s.drain_effects() for s in self.scheds]
+        assert drained[0] == drained[1], drained
+        for effect in drained[0]:
+            if isinstance(effect, (effects.PrepareWorker, effects.PutInMaintenance)):
                 self.pending[effect.worker_uuid] = effect
                 self.answered.append(effect)
-            elif isinstance(effect, fx.WorkerRemoved):
+            elif isinstance(effect, effects.WorkerRemoved):
                 self.pending.pop(effect.worker_uuid, None)
         return results[0]
 
@@ -116,7 +116,7 @@ class SchedulerPair(RuleBasedStateMachine):
 
     def answer_effect(self, effect, ok, username):
         uuid, op = effect.worker_uuid, effect.op
-        if isinstance(effect, fx.PrepareWorker):
+        if isinstance(effect, effects.PrepareWorker):
             if ok:
                 self.keys += 1
                 key = f"key-{self.keys}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.config import SchedulerConfig
 from boruta.core.timers import RequestTimers, TimerKind
 from boruta.core.types import ReqState, WorkerState
@@ -48,7 +48,7 @@ class TestValidAfter:
         farm.tick(HOUR - 0.001)
         assert farm.request_state(req_id) is RS.WAIT and farm.worker_state(W1) is WS.IDLE
         out = farm.tick(0.001)                        # ValidAfter == now is ready
-        assert fx.StartJob(req_id, W1) in out
+        assert effects.StartJob(req_id, W1) in out
         assert farm.scheduler.get_request_info(req_id).job.timeout == farm.later(HOUR)
 
     def test_any_call_catches_up_with_the_clock(self, farm):
@@ -104,7 +104,7 @@ class TestDeadline:
         farm.tick(59.999)
         assert farm.request_state(req_id) is RS.WAIT
         out = farm.tick(0.001)
-        assert out == [fx.RequestChanged(req_id, RS.TIMEOUT, "deadline passed")]
+        assert out == [effects.RequestChanged(req_id, RS.TIMEOUT, "deadline passed")]
         farm.idle(W1)                                  # never served afterwards
         assert farm.request_state(req_id) is RS.TIMEOUT and farm.worker_state(W1) is WS.IDLE
 
@@ -114,7 +114,7 @@ class TestDeadline:
         req_id = farm.request(valid_after=when, deadline=when)
         out = farm.tick(30)
         assert farm.request_state(req_id) is RS.TIMEOUT
-        assert not [e for e in out if isinstance(e, fx.StartJob)]
+        assert not [e for e in out if isinstance(e, effects.StartJob)]
         assert farm.worker_state(W1) is WS.IDLE
 
     def test_deadline_passing_in_progress_changes_nothing(self, farm):
@@ -154,9 +154,9 @@ class TestJobTimeout:
         farm.tick(HOUR - 1)
         assert farm.request_state(req_id) is RS.INPROGRESS
         out = farm.tick(1)
-        assert fx.RequestChanged(req_id, RS.DONE, "job timeout", W1) in out
-        assert fx.FinishJob(req_id, W1) in out
-        assert [e.worker_uuid for e in out if isinstance(e, fx.PrepareWorker)] == [W1]
+        assert effects.RequestChanged(req_id, RS.DONE, "job timeout", W1) in out
+        assert effects.FinishJob(req_id, W1) in out
+        assert [e.worker_uuid for e in out if isinstance(e, effects.PrepareWorker)] == [W1]
         assert farm.worker_state(W1) is WS.PREPARE
         assert farm.prepared(W1)
         assert farm.worker_state(W1) is WS.IDLE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from boruta.core import effects as fx
+from boruta.core import effects
 from boruta.core.errors import (BadArgumentError, ForbiddenStateChangeError,
                                 InMaintenanceError, InvalidAddressError, MissingIPError,
                                 MissingPortError, MissingUUIDError, NoMatchingWorkerError,
@@ -18,8 +18,8 @@ W1, W2, W3, W4 = (wuuid(n) for n in (1, 2, 3, 4))
 ALL_STATES = list(WS)
 
 
-def of_type(effects, kind):
-    return [e for e in effects if isinstance(e, kind)]
+def of_type(drained, kind):
+    return [e for e in drained if isinstance(e, kind)]
 
 
 # ---------------------------------------------------------------- Register
@@ -28,7 +28,7 @@ class TestRegisterNew:
         assert farm.scheduler.register({"UUID": W1, "arch": "arm"}, "10.0.0.1:7175",
                                    "10.0.0.1:22") == W1
         out = farm.drain()
-        assert out == [fx.WorkerChanged(W1, WS.MAINTENANCE, "registered")]
+        assert out == [effects.WorkerChanged(W1, WS.MAINTENANCE, "registered")]
         info = farm.scheduler.get_worker_info(W1)
         assert (info.state, info.groups, dict(info.caps)) == (
             WS.MAINTENANCE, (), {"UUID": W1, "arch": "arm"})
@@ -126,7 +126,7 @@ class TestReRegister:
         farm.scheduler.register(caps, dryad, ssh)
         out = farm.drain()
         assert farm.worker_state(W1) is WS.BUSY
-        assert [e.worker_uuid for e in of_type(out, fx.PutInMaintenance)] == [W1]
+        assert [e.worker_uuid for e in of_type(out, effects.PutInMaintenance)] == [W1]
         info = farm.scheduler.get_worker_info(W1)
         assert (dict(info.caps), info.dryad_address, info.ssh_address) == (caps, dryad, ssh)
         assert farm.in_maintenance(W1)
@@ -134,7 +134,7 @@ class TestReRegister:
 
     def test_busy_with_changes_stays_busy_and_keeps_its_operation(self, farm):
         farm.bring(W1, WS.BUSY)
-        op = farm.op(W1, fx.PutInMaintenance)
+        op = farm.op(W1, effects.PutInMaintenance)
         farm.scheduler.register({"UUID": W1, "new": "cap"}, "10.0.0.1:7175", "10.0.0.1:22")
         assert farm.drain() == []
         assert farm.worker_state(W1) is WS.BUSY
@@ -151,8 +151,8 @@ class TestReRegister:
         assert (info.dryad_address, info.ssh_address) == ("10.0.0.9:7175", "10.0.0.9:22")
         out = farm.drain()
         if state is not WS.FAIL:
-            assert of_type(out, fx.PrepareWorker) == []
-            assert of_type(out, fx.PutInMaintenance) == []
+            assert of_type(out, effects.PrepareWorker) == []
+            assert of_type(out, effects.PutInMaintenance) == []
 
     @pytest.mark.parametrize("state", [WS.MAINTENANCE, WS.IDLE, WS.PREPARE, WS.BUSY, WS.RUN])
     def test_unchanged_keeps_state(self, farm, state):
@@ -171,8 +171,8 @@ class TestReRegister:
         out = farm.drain()
         assert farm.request_state(req_id) is RS.FAILED
         assert farm.worker_state(W1) is WS.BUSY
-        assert fx.FinishJob(req_id, W1) in out
-        assert of_type(out, fx.PrepareWorker) == []
+        assert effects.FinishJob(req_id, W1) in out
+        assert of_type(out, effects.PrepareWorker) == []
 
     def test_changed_caps_rematch_idle_worker(self, farm):
         farm.idle(W1)
@@ -228,8 +228,8 @@ class TestSetFail:
         farm.scheduler.set_fail(W1, "power lost")
         out = farm.drain()
         assert farm.request_state(req_id) is RS.FAILED
-        assert fx.FinishJob(req_id, W1) in out
-        assert of_type(out, fx.PrepareWorker) == []
+        assert effects.FinishJob(req_id, W1) in out
+        assert of_type(out, effects.PrepareWorker) == []
         info = farm.scheduler.get_worker_info(W1)
         assert (info.state, info.fail_reason) == (WS.FAIL, "power lost")
         # a new request is not given to it
@@ -269,7 +269,7 @@ class TestSetState:
 
     def test_maintenance_while_busy_does_nothing(self, farm):
         farm.bring(W1, WS.BUSY)
-        op = farm.op(W1, fx.PutInMaintenance)
+        op = farm.op(W1, effects.PutInMaintenance)
         farm.scheduler.set_state(W1, WS.MAINTENANCE)
         assert farm.drain() == []
         assert farm.scheduler.worker_in_maintenance(W1, op)
@@ -298,8 +298,8 @@ class TestSetState:
         farm.scheduler.set_state(W1, WS.IDLE)
         out = farm.drain()
         assert farm.worker_state(W1) is WS.PREPARE
-        assert [e.worker_uuid for e in of_type(out, fx.PrepareWorker)] == [W1]
-        assert fx.WorkerChanged(W1, WS.PREPARE, "set IDLE by admin") in out
+        assert [e.worker_uuid for e in of_type(out, effects.PrepareWorker)] == [W1]
+        assert effects.WorkerChanged(W1, WS.PREPARE, "set IDLE by admin") in out
         assert farm.prepared(W1)
         assert farm.worker_state(W1) is WS.IDLE
 
@@ -316,11 +316,11 @@ class TestSetState:
         farm.scheduler.set_state(W1, "MAINTENANCE")
         out = farm.drain()
         assert farm.worker_state(W1) is WS.BUSY
-        puts = of_type(out, fx.PutInMaintenance)
+        puts = of_type(out, effects.PutInMaintenance)
         assert [(p.worker_uuid, p.message) for p in puts] == [(W1, "maintenance")]
         if req_id is not None:                       # RUN: the request FAILED
             assert farm.request_state(req_id) is RS.FAILED
-            assert fx.FinishJob(req_id, W1) in out
+            assert effects.FinishJob(req_id, W1) in out
         assert farm.in_maintenance(W1)
         assert farm.worker_state(W1) is WS.MAINTENANCE
 
@@ -374,7 +374,7 @@ class TestDeregister:
         farm.bring(W1, state)
         farm.drain()
         farm.scheduler.deregister(W1)
-        assert farm.drain() == [fx.WorkerRemoved(W1)]
+        assert farm.drain() == [effects.WorkerRemoved(W1)]
         assert farm.scheduler.worker_ids() == []
         with pytest.raises(NotFoundError):
             farm.scheduler.get_worker_info(W1)
@@ -409,7 +409,7 @@ class TestDeregister:
                                             queued, pinned)} == {
             only_w1: RS.INVALID, only_w1_later: RS.INVALID, either: RS.WAIT,
             unrelated: RS.WAIT, queued: RS.WAIT, pinned: RS.INVALID}
-        changed = {e.req_id for e in of_type(out, fx.RequestChanged)}
+        changed = {e.req_id for e in of_type(out, effects.RequestChanged)}
         assert changed == {only_w1, only_w1_later, pinned}
         # INVALID is terminal: a new capable worker does not revive it
         farm.idle(W4, {"board": "rpi"})
@@ -429,7 +429,7 @@ class TestDeregister:
 
     def test_late_answer_for_removed_worker_ignored(self, farm):
         farm.bring(W1, WS.BUSY)
-        op = farm.op(W1, fx.PutInMaintenance)
+        op = farm.op(W1, effects.PutInMaintenance)
         farm.scheduler.set_state(W1, WS.MAINTENANCE)          # no-op, BUSY
         assert farm.in_maintenance(W1)
         farm.scheduler.deregister(W1)
@@ -460,9 +460,9 @@ class TestInterruption:
     def test_prepare_interrupted_by_maintenance(self, farm):
         farm.register(W1)
         farm.scheduler.set_state(W1, WS.IDLE)
-        prep_op = farm.op(W1, fx.PrepareWorker)
+        prep_op = farm.op(W1, effects.PrepareWorker)
         farm.scheduler.set_state(W1, WS.MAINTENANCE)
-        put_op = farm.op(W1, fx.PutInMaintenance)
+        put_op = farm.op(W1, effects.PutInMaintenance)
         assert put_op != prep_op
         farm.drain()
         assert farm.scheduler.worker_prepared(W1, prep_op, "k", "u") is False
@@ -476,7 +476,7 @@ class TestInterruption:
         farm.idle(W1)
         farm.scheduler.set_fail(W1, "x")
         farm.scheduler.set_state(W1, WS.MAINTENANCE)
-        put_op = farm.op(W1, fx.PutInMaintenance)
+        put_op = farm.op(W1, effects.PutInMaintenance)
         farm.register(W1, {"changed": "yes"})                # BUSY stays BUSY
         farm.scheduler.set_state(W1, WS.MAINTENANCE)
         assert farm.scheduler.worker_in_maintenance(W1, put_op)
@@ -591,10 +591,10 @@ class TestMatching:
         farm.drain()
         req_id = farm.scheduler.new_request({}, 8)
         out = farm.drain()
-        assert out == [fx.RequestChanged(req_id, RS.WAIT, "created"),
-                       fx.WorkerChanged(W1, WS.RUN, f"request {req_id}"),
-                       fx.RequestChanged(req_id, RS.INPROGRESS, "assigned", W1),
-                       fx.StartJob(req_id, W1)]
+        assert out == [effects.RequestChanged(req_id, RS.WAIT, "created"),
+                       effects.WorkerChanged(W1, WS.RUN, f"request {req_id}"),
+                       effects.RequestChanged(req_id, RS.INPROGRESS, "assigned", W1),
+                       effects.StartJob(req_id, W1)]
         info = farm.scheduler.get_request_info(req_id)
         assert info.state is RS.INPROGRESS and info.job.worker_uuid == W1
 
@@ -617,8 +617,8 @@ class TestJobStartFailed:
         farm.drain()
         assert farm.scheduler.job_start_failed(first, "no tunnel") is True
         out = farm.drain()
-        assert fx.FinishJob(first, W1) in out
-        assert of_type(out, fx.PrepareWorker) == []          # no retry loop
+        assert effects.FinishJob(first, W1) in out
+        assert of_type(out, effects.PrepareWorker) == []          # no retry loop
         info = farm.scheduler.get_request_info(first)
         assert (info.state, info.job) == (RS.WAIT, None)
         w = farm.scheduler.get_worker_info(W1)
