@@ -209,13 +209,8 @@ def request_filter_in(name: str, value: Any) -> RequestFilter | None:
     ids = tuple(as_int(f"{name}.ids", i) for i in as_list(f"{name}.ids", spec.get("ids") or []))
     prios = tuple(as_int(f"{name}.priorities", p)
                   for p in as_list(f"{name}.priorities", spec.get("priorities") or []))
-    states = []
-    for text in as_str_list(f"{name}.states", spec.get("states") or []):
-        try:
-            states.append(parse_req_state(text))
-        except ValueError as exc:
-            raise BadArgumentError(f"argument '{name}.states': {exc}") from None
-    return RequestFilter(ids=ids, priorities=prios, states=tuple(states))
+    states = _states(f"{name}.states", spec.get("states"), parse_req_state)
+    return RequestFilter(ids=ids, priorities=prios, states=states)
 
 
 def request_filter_out(flt: RequestFilter | None) -> dict[str, Any] | None:
@@ -233,13 +228,19 @@ def worker_filter_in(name: str, value: Any) -> WorkerFilter | None:
     _only(name, spec, {"groups", "caps", "states"})
     groups = tuple(as_str_list(f"{name}.groups", spec.get("groups") or []))
     caps = as_str_map(f"{name}.caps", spec.get("caps") or {})
+    states = _states(f"{name}.states", spec.get("states"), parse_worker_state)
+    return WorkerFilter(groups=groups, caps=caps, states=states)
+
+
+def _states(name: str, value: Any, parse: Callable[[str], Any]) -> tuple[Any, ...]:
+    """A list of state names (wire strings or short names), each parsed by `parse`."""
     states = []
-    for text in as_str_list(f"{name}.states", spec.get("states") or []):
+    for text in as_str_list(name, value or []):
         try:
-            states.append(parse_worker_state(text))
+            states.append(parse(text))
         except ValueError as exc:
-            raise BadArgumentError(f"argument '{name}.states': {exc}") from None
-    return WorkerFilter(groups=groups, caps=caps, states=tuple(states))
+            raise BadArgumentError(f"argument '{name}': {exc}") from None
+    return tuple(states)
 
 
 def worker_filter_out(flt: WorkerFilter | None) -> dict[str, Any] | None:
@@ -252,13 +253,7 @@ def worker_filter_out(flt: WorkerFilter | None) -> dict[str, Any] | None:
 def req_states_in(name: str, value: Any) -> frozenset[ReqState] | None:
     if value is None:
         return None
-    out = set()
-    for text in as_str_list(name, value):
-        try:
-            out.add(parse_req_state(text))
-        except ValueError as exc:
-            raise BadArgumentError(f"argument '{name}': {exc}") from None
-    return frozenset(out) or None
+    return frozenset(_states(name, value, parse_req_state)) or None
 
 
 def worker_state_in(name: str, value: Any) -> str:
