@@ -1,4 +1,4 @@
-# Boruta: the two commands are `make test` and `make demo`.
+# Boruta: the two commands are `make test` and `make demo`; `make check` while editing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 EXT    := boruta/_matcher$(shell $(PYTHON) -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
 
-.PHONY: test bench bench-e2e demo build clean system-deps
+.PHONY: test check fuzz bench bench-e2e demo build clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ system-deps:
 test: build system-deps
 	$(PY) -c "import boruta._matcher"   # the compiled core must be there
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The edit-and-test loop: every test that starts no process (under a minute).
+check: build
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+# The long fuzz run against a live server (minutes): a million frames, memory flat.
+fuzz: build
+	$(PY) -m bench.fuzz --frames 1000000 --memory
 
 bench: build
 	$(PY) -m bench

@@ -8,7 +8,7 @@
 
 1. S5 NewRequest with durability off (state in memory) and on (`state_sync`
    full, then normal), in the same run, under two loads:
-   - pipelined (judged): S5 part (a)'s load from bench/e2e_server.py,
+   - pipelined (judged): S5 part (a)'s load (bench/e2e_load.py),
      `--procs` client processes each keeping `--window` NewRequest calls in
      flight on one DEALER, for `--duration` seconds after `--warmup`. This is
      the load a busy CI system puts on the server, and the one group commit
@@ -40,7 +40,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -49,9 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_ssh import Child, parse_bench_args, render_table, write_json  # one child-process helper for every e2e bench
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.e2e_common import BenchServer, parse_bench_args, render_table, write_json
+from boruta.testing.processes import Child, start_sim_dryads
 
 DEFAULT = {"procs": 3, "window": 128, "warmup": 1.5, "drivers": 4, "threads": 2,
            "duration": 5.0, "rounds": 3, "stored": 1_000_000, "waiting": 100_000,
@@ -65,31 +63,8 @@ MODES = {"off (memory)": None, "on, state_sync=full": "full", "on, state_sync=no
 LOADS = ("pipelined", "blocking")
 JUDGED = ("pipelined", "on, state_sync=full")          # the (load, mode) held to the target
 
-SERVER_BASE = {
-    "tunnel_host": "127.0.0.1", "public_host": "127.0.0.1", "tunnel_ports": "0",
-    "healthcheck_interval": 0, "heartbeat_interval": 1.0, "heartbeat_liveness": 5,
-    "log_level": "warning", "shutdown_grace": 0.5, "key_type": "ed25519",
-    "peer_rate": 1e6, "peer_burst": 1000000,
-}
-
-
-# =========================================================================== processes
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_cmd(endpoints: dict[str, str], **settings: Any) -> list[str]:
-    cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
-    for key, value in {**SERVER_BASE, **endpoints, **settings}.items():
-        cmd += ["--set", f"{key}={value}"]
-    return cmd
-
-
-def loopback_endpoints() -> dict[str, str]:
-    return {name: f"tcp://127.0.0.1:{free_port()}" for name in ("listen", "dryad_listen", "events")}
+# On top of the benches' server settings (bench.e2e_common.BenchServer): no rate limit to speak of.
+SETTINGS = {"key_type": "ed25519", "peer_rate": 1e6, "peer_burst": 1000000}
 
 
 # =========================================================================== S5 NewRequest
@@ -135,8 +110,8 @@ def drive(spec: dict[str, Any]) -> None:
 
 def pipelined_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
                     round_no: int) -> dict[str, Any]:
-    """S5 part (a)'s load (bench/e2e_server.py) against a server in `mode`."""
-    from bench.e2e_server import bench_throughput
+    """S5 part (a)'s load (bench/e2e_load.py) against a server in `mode`."""
+    from bench.e2e_load import bench_throughput
     settings: dict[str, Any] = {}
     if sync is not None:
         state = tmp / f"s5p-{round_no}-{sync}"
@@ -153,28 +128,18 @@ def blocking_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
                    round_no: int) -> dict[str, Any]:
     """`drivers` processes of `threads` blocking Clients against a server in `mode`."""
     state = tmp / f"s5-{round_no}-{sync or 'memory'}"
-    for attempt in range(3):             # a free port picked may be taken before the bind
-        endpoints = loopback_endpoints()
-        settings: dict[str, Any] = {}
-        if sync is not None:
-            shutil.rmtree(state, ignore_errors=True)
-            settings = {"state_dir": state, "state_sync": sync}
-        server = Child(server_cmd(endpoints, **settings),
-                       tmp / f"s5-server-{round_no}-{sync}-{attempt}.log")
-        try:
-            server.expect("boruta server ready", 30)
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-    dryads = Child([sys.executable, "-m", "boruta.sim.dryads", "--count",
-                    str(opts["dryads"]), "--server", endpoints["dryad_listen"], "--caps",
-                    f"device_type={S5_CAPS['device_type']}"], tmp / "s5-dryads.log")
+    settings: dict[str, Any] = {}
+    if sync is not None:
+        shutil.rmtree(state, ignore_errors=True)
+        settings = {"state_dir": state, "state_sync": sync}
+    server = BenchServer(tmp / f"s5-server-{round_no}-{sync}.log", **SETTINGS, **settings)
+    dryads: Child | None = None
     drivers: list[Child] = []
     try:
-        dryads.expect("simdryad ready", 60)
+        server.start()
+        dryads, _ = start_sim_dryads(server.dryad, opts["dryads"], S5_CAPS, tmp / "s5-dryads.log")
         for d in range(opts["drivers"]):
-            spec = {"listen": endpoints["listen"], "threads": opts["threads"],
+            spec = {"listen": server.listen, "threads": opts["threads"],
                     "duration": opts["duration"], "seed": f"{round_no}:{d}"}
             drivers.append(Child([sys.executable, "-m", "bench.e2e_durability", "--_drive",
                                   json.dumps(spec)], tmp / f"s5-driver-{d}.log", stdin=True))
@@ -193,9 +158,10 @@ def blocking_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
             first_error = first_error or doc["first_error"]
     finally:
         for drv in drivers:
-            drv.stop()
-        dryads.stop()
-        server.stop()
+            drv.close()
+        if dryads is not None:
+            dryads.close()
+        server.close()
     latencies.sort()
     n = len(latencies)
     return {"mode": mode, "calls": n, "per_s": n / opts["duration"], "errors": errors,
@@ -295,28 +261,19 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
     the history, fetched on demand while it loads), a NewRequest, and a list of every
     request (waits until the whole history is loaded)."""
     from boruta.core.types import ReqState, RequestFilter
-    from boruta.transport.client import Client, ServerUnreachableError
-    endpoints = loopback_endpoints()
+    from boruta.transport.client import ServerUnreachableError
     settings = {"state_dir": state_dir} if state_dir is not None else {}
-    client = Client(endpoints["listen"], timeout=0.25, retries=1)
-    server = Child(server_cmd(endpoints, log_level="info", **settings),
-                   tmp / f"restart-{label}.log")
+    server = BenchServer(tmp / f"restart-{label}.log", **SETTINGS, log_level="info", **settings)
     out: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client.ping()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                if server.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer; see {server.log_file.name}")
+        server.start(timeout=120)        # its ready line: state restored, sockets bound
+        server.client(timeout=30, retries=1).ping()
         out["first_ping_s"] = time.perf_counter() - server.started
         if stored:
             # Each answer within ANSWER_WITHIN seconds, or None: a server that cannot
             # answer in time (the plain-Python matcher rescanning 100,000 waiting
             # requests) is reported as such, and the calls after it are not made.
-            slow = Client(endpoints["listen"], timeout=ANSWER_WITHIN, retries=1)
+            slow = server.client(timeout=ANSWER_WITHIN, retries=1)
             steps = [
                 ("old_request_s", lambda: slow.get_request_info(1)),
                 ("new_request_s", lambda: slow.new_request({"device_type": "bench-restart"}, 8,
@@ -325,32 +282,23 @@ def time_to_first_ping(tmp: Path, state_dir: Path | None, label: str,
                     RequestFilter(states=(ReqState.DONE,)))[0])),
             ]
             out.update(dict.fromkeys(name for name, _ in steps))
-            try:
-                for name, call in steps:
-                    try:
-                        answer = call()
-                    except ServerUnreachableError:
-                        break
-                    out[name] = time.perf_counter() - server.started
-                    if name == "full_list_s":
-                        out["done_listed"] = answer
-            finally:
-                slow.close()
-        for line in open(server.log_file.name, encoding="utf-8"):
+            for name, call in steps:
+                try:
+                    answer = call()
+                except ServerUnreachableError:
+                    break
+                out[name] = time.perf_counter() - server.started
+                if name == "full_list_s":
+                    out["done_listed"] = answer
+        for line in server.log().splitlines():
             if "state restored" in line:
                 out["restore_s_logged"] = float(line.split("seconds=")[1].split()[0])
             if "history loaded" in line:
                 out["history_s_logged"] = float(line.split("seconds=")[1].split()[0])
-        try:
-            for line in open(f"/proc/{server.proc.pid}/status"):
-                if line.startswith("VmRSS:"):
-                    out["rss_mb"] = int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        out["rss_mb"] = server.rss() / 2**20
         return out
     finally:
-        client.close()
-        server.stop(30)
+        server.close(30)
 
 
 def profile_restore(state_dir: Path) -> dict[str, float]:

@@ -10,7 +10,7 @@ What it measures, each against a real server process on loopback:
 1. RSA-2048 key generation on this machine (one thread), and from it the
    bound on job cycles with RSA keys: every cycle needs a fresh key, and the
    server makes keys on `KEY_THREADS` threads, so
-   bound = min(KEY_THREADS, cores) / keygen time.
+   bound = min(KEY_THREADS, cores) / keygen time (bench.e2e_common).
 2. Raw forwarding through a job's tunnel (MB/s): a simulated dryad advertises
    a local sink/source as its SSH address; bytes go client -> tunnel -> sink
    (upload) and source -> tunnel -> client (download).
@@ -29,17 +29,14 @@ was met.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
 import os
-import queue
 import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,184 +45,14 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-KEY_THREADS = 2                  # the server's key executor (boruta.server.app)
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from bench.e2e_common import (bring_idle, count_state, measure_keygen, parse_bench_args,
+                               render_table, start_server, write_json)
+from boruta.testing.processes import Child, ServerProcess, wait_until
 
 DEFAULT = {"tunnel_mb": 1024, "dryads": 50, "dryad_procs": 5, "drivers": 2, "threads": 8,
            "duration": 15.0, "kills": 10, "kill_interval": 0.5}
 QUICK = {"tunnel_mb": 256, "dryads": 20, "dryad_procs": 2, "drivers": 2, "threads": 6,
          "duration": 6.0, "kills": 4, "kill_interval": 0.5}
-
-
-# =========================================================================== processes
-
-def render_table(head: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool) -> str:
-    """The e2e benches' result table: aligned text, or Markdown (where a sub-row,
-    indented by four spaces, is marked with an arrow: Markdown drops leading spaces)."""
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join((("↳ " + r[0].lstrip()) if r[0].startswith("    ")
-                                     else r[0], *r[1:])) + " |" for r in rows]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = "  ".join(f"{{:{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths)),
-                      *(fmt.format(*r) for r in rows)])
-
-
-def write_json(path: str | None, res: dict[str, Any]) -> None:
-    """--json FILE: the raw figures (anything not JSON by nature as its str())."""
-    if path:
-        with open(path, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=1, default=str)
-
-
-def child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-class Child:
-    """A child process whose stdout lines are read on a thread (ready lines, results)."""
-
-    def __init__(self, cmd: list[str], log: Path, stdin: bool = False) -> None:
-        self.started = time.perf_counter()      # for time-to-ready figures
-        self.log_file = open(log, "w", encoding="utf-8")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log_file, text=True,
-                                     cwd=ROOT, env=child_env(),
-                                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, prefix: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                line = ""
-            if line is None or (line == "" and time.monotonic() >= deadline):
-                self.kill()
-                raise RuntimeError(f"{self.proc.args[:4]} gave no {prefix!r} line; see {self.log_file.name}")
-            if line.startswith(prefix):
-                return line
-
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log_file.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-SERVER_BASE = {
-    "listen": "tcp://127.0.0.1:*", "dryad_listen": "tcp://127.0.0.1:*",
-    "events": "tcp://127.0.0.1:*", "tunnel_host": "127.0.0.1", "public_host": "127.0.0.1",
-    "tunnel_ports": "0", "dryad_reply_timeout": 30.0, "healthcheck_interval": 0,
-    "heartbeat_interval": 1.0, "heartbeat_liveness": 5, "log_level": "warning",
-    "shutdown_grace": 0.5,
-}
-
-
-class Server(Child):
-    def __init__(self, log: Path, **settings: Any) -> None:
-        cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
-        for key, value in {**SERVER_BASE, **settings}.items():
-            cmd += ["--set", f"{key}={value}"]
-        super().__init__(cmd, log)
-        line = self.expect("boruta server ready", 30)
-        self.endpoints = dict(kv.split("=", 1) for kv in line.split()[3:])
-
-    @property
-    def listen(self) -> str:
-        return self.endpoints["listen"]
-
-    @property
-    def dryad(self) -> str:
-        return self.endpoints["dryad"]
-
-    def client(self, timeout: float = 30.0) -> Any:
-        from boruta.transport.client import Client
-        return Client(self.listen, timeout=timeout, events_endpoint=self.endpoints["events"])
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def count_state(client: Any, caps: dict[str, str], state: str) -> int:
-    from boruta.core.types import WorkerFilter, WorkerState
-    _, info = client.list_workers(WorkerFilter(caps=caps, states=(WorkerState(state),)))
-    return info.total_items
-
-
-def bring_idle(client: Any, uuids: list[str], caps: dict[str, str], timeout: float) -> None:
-    for uuid in uuids:
-        client.set_state(uuid, "IDLE")
-    wait_for(lambda: count_state(client, caps, "IDLE") == len(uuids), timeout,
-             f"{len(uuids)} workers IDLE")
-
-
-# =========================================================================== 1. keys
-
-def measure_keygen(n_rsa: int) -> dict[str, Any]:
-    from boruta.server.keys import generate_key
-    generate_key("rsa")
-    times, cpu = [], []
-    for _ in range(n_rsa):
-        t, c = time.perf_counter(), time.thread_time()
-        generate_key("rsa", 2048)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.thread_time() - c)
-    t = time.perf_counter()
-    for _ in range(200):
-        generate_key("ed25519")
-    ed = (time.perf_counter() - t) / 200
-    cores = len(os.sched_getaffinity(0))
-    rsa = statistics.median(times)
-    used = min(KEY_THREADS, cores)
-    rsa_cpu = statistics.median(cpu)
-    return {"rsa_s": rsa, "rsa_mean_s": statistics.fmean(times), "rsa_cpu_s": rsa_cpu,
-            "ed25519_s": ed, "cores": cores, "cores_used": used, "rsa_bound_per_s": used / rsa,
-            "rsa_cpu_bound_per_s": used / rsa_cpu}
 
 
 # =========================================================================== 2. tunnel
@@ -317,7 +144,7 @@ def bench_tunnel(tmp: Path, megabytes: int) -> dict[str, Any]:
     from boruta.sim.dryads import SimFarm
     total = megabytes << 20
     sink = Sink()
-    server = Server(tmp / "tunnel-server.log", key_type="ed25519")
+    server = start_server(tmp / "tunnel-server.log", key_type="ed25519")
     farm = None
     try:
         caps = {"device_type": f"bench-{uuidlib.uuid4().hex[:8]}"}
@@ -352,13 +179,13 @@ def bench_tunnel(tmp: Path, megabytes: int) -> dict[str, Any]:
     finally:
         if farm is not None:
             farm.close()
-        server.stop()
+        server.close()
         sink.close()
 
 
 # =========================================================================== 3. job cycles
 
-def write_configs(tmp: Path, server: Server, n: int, caps: dict[str, str]) -> list[Path]:
+def write_configs(tmp: Path, server: ServerProcess, n: int, caps: dict[str, str]) -> list[Path]:
     from boruta.dryad.config import write_default_config
     paths = []
     for i in range(n):
@@ -382,8 +209,8 @@ def start_hosts(tmp: Path, configs: list[Path], procs: int) -> list[Child]:
 
 def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any]) -> dict[str, Any]:
     from boruta.dryad.config import load_config
-    server = Server(tmp / f"cycles-{key_type}-server.log", key_type=key_type,
-                    key_pool_size=8 if key_type == "ed25519" else 4)
+    server = start_server(tmp / f"cycles-{key_type}-server.log", key_type=key_type,
+                          key_pool_size=8 if key_type == "ed25519" else 4)
     hosts: list[Child] = []
     drivers: list[Child] = []
     try:
@@ -406,9 +233,9 @@ def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any]) -> dict[str, An
             d.send(repr(start))
         results = [json.loads(d.expect("{", opts["duration"] + 120)) for d in drivers]
         try:
-            wait_for(lambda: count_state(client, caps, "IDLE") == len(uuids), 60,
-                     "every worker IDLE again")
-        except RuntimeError:
+            wait_until(lambda: count_state(client, caps, "IDLE") == len(uuids), 60, 0.05,
+                       "every worker IDLE again")
+        except TimeoutError:
             states = {s: count_state(client, caps, s) for s in
                       ("IDLE", "RUNNING", "PREPARE", "FAILED", "MAINTENANCE", "BUSY")}
             raise RuntimeError(f"not every worker IDLE again: {states}; drivers: "
@@ -434,10 +261,10 @@ def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any]) -> dict[str, An
         return out
     finally:
         for d in drivers:
-            d.stop()
+            d.close()
         for h in hosts:
-            h.stop()
-        server.stop()
+            h.close()
+        server.close()
 
 
 def _merge_phases(results: list[dict[str, Any]]) -> dict[str, float]:
@@ -581,8 +408,8 @@ def host(config_paths: list[str]) -> None:
 
 def bench_kill(tmp: Path, n: int, interval: float, liveness: int = 3) -> dict[str, Any]:
     from boruta.core.types import ReqState
-    server = Server(tmp / "kill-server.log", key_type="ed25519", heartbeat_interval=interval,
-                    heartbeat_liveness=liveness)
+    server = start_server(tmp / "kill-server.log", key_type="ed25519",
+                          heartbeat_interval=interval, heartbeat_liveness=liveness)
     dryads: list[Child] = []
     try:
         caps = {"device_type": f"bench-{uuidlib.uuid4().hex[:8]}"}
@@ -625,8 +452,8 @@ def bench_kill(tmp: Path, n: int, interval: float, liveness: int = 3) -> dict[st
                 "max_intervals": delays[-1] / interval}
     finally:
         for d in dryads:
-            d.stop()
-        server.stop()
+            d.close()
+        server.close()
 
 
 # =========================================================================== report
@@ -682,30 +509,6 @@ def table(res: dict[str, Any], markdown: bool) -> str:
                      f"max {d['max_intervals']:.2f}", "<= 3 intervals",
                      "yes" if d["median_intervals"] <= 3 else "NO"))
     return render_table(("measurement", "result", "target", "met"), rows, markdown)
-
-
-def parse_bench_args(prog: str, doc: str | None, only_help: str, workdir_help: str,
-                     default: dict[str, Any], quick: dict[str, Any],
-                     argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The command line every e2e bench shares: --quick, --only, one flag per size
-    setting, --markdown, --json, --workdir. Returns the arguments and the sizes."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes")
-    parser.add_argument("--only", help=only_help)
-    for name, value in default.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None,
-                            help=f"default {value} (quick: {quick[name]})")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", metavar="FILE")
-    parser.add_argument("--workdir", metavar="DIR", help=workdir_help)
-    args = parser.parse_args(argv)
-    opts = dict(quick if args.quick else default)
-    for name in default:
-        value = getattr(args, name)
-        if value is not None:
-            opts[name] = value
-    return args, opts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,9 @@
-"""End-to-end test helpers: a real server process on loopback and simulated dryads.
+"""End-to-end test helpers: pytest fixtures over boruta.testing.processes.
 
-`ServerProcess` runs `boruta server` on free loopback
-ports (ZeroMQ's `tcp://127.0.0.1:*`; the real endpoints are read from the
-server's ready line, waited for with a deadline), logs to a file, and is
-killed on teardown whatever happens. `SimFarm` (boruta.sim.dryads)
-runs N simulated dryads in a background thread.
+The processes themselves (a child with a line reader, `ServerProcess`,
+`wait_until`, the child environment) live in boruta.testing.processes,
+shared with the benches. Here: the settings that keep test servers quick
+and quiet, and the fixtures.
 
 Test modules import the fixtures they use:
 
@@ -12,33 +11,20 @@ Test modules import the fixtures they use:
 """
 from __future__ import annotations
 
-import os
-import queue
-import signal
 import subprocess
-import sys
-import threading
-import time
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pytest
 
-from boruta.transport.client import Client
-from boruta.sim.dryads import SimFarm
-
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT = 20.0
+from boruta.testing import processes
+from boruta.testing.processes import (READY_TIMEOUT, ROOT, Child, ChildError,  # noqa: F401
+                                      child_env, parse_fields, wait_until)
 
 # Settings that keep end-to-end runs quick and quiet.
-FAST = {
-    "listen": "tcp://127.0.0.1:*",
-    "dryad_listen": "tcp://127.0.0.1:*",
-    "events": "tcp://127.0.0.1:*",
-    "tunnel_host": "127.0.0.1",
-    "public_host": "127.0.0.1",
-    "tunnel_ports": "0",
+FAST: dict[str, Any] = {
+    **processes.LOOPBACK,
     "key_type": "ed25519",
     "key_pool_size": 2,
     "heartbeat_interval": 0.5,
@@ -49,140 +35,39 @@ FAST = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02,
-               what: str = "condition") -> Any:
-    """Poll `predicate` until it returns a truthy value; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+class ServerProcess(processes.ServerProcess):
+    """A test server: FAST settings unless given."""
+
+    defaults = FAST
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a child process that imports this checkout's boruta."""
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def spawn_until_ready(cmd: list[str], log: IO[str], prefix: str, log_path: Path,
+                      timeout: float = READY_TIMEOUT
+                      ) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start `cmd` (stderr to the open file `log` at `log_path`, which the caller keeps)
+    and read its stdout until a line starting with `prefix`; return the process and that
+    line's `key=value` fields. A process that exits or stays silent is killed (ChildError,
+    quoting the end of the log)."""
+    child = Child(cmd, log)
+    child.log_path = Path(log_path)
+    return child.proc, parse_fields(child.expect(prefix, timeout))
 
 
-def spawn_until_ready(cmd: list[str], log: Any, prefix: str, log_path: Path,
-                      timeout: float = READY_TIMEOUT) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    """Start `cmd` (stderr to `log`) and read its stdout until a line starting with
-    `prefix`; return the process and that line's `key=value` fields. A process
-    that exits or stays silent past `timeout` is killed and reported with its log."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT,
-                            env=child_env())
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            line = ""
-        if line is None or (not line and time.monotonic() >= deadline):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-            text = log_path.read_text(encoding="utf-8") if log_path.exists() else ""
-            raise RuntimeError(f"{prefix!r} not seen within {timeout}s:\n{text}")
-        if line.startswith(prefix):
-            return proc, dict(kv.split("=", 1) for kv in line.split()[3:])
-
-
-class ServerProcess:
-    def __init__(self, log_path: Path, **settings: Any) -> None:
-        self.settings = {**FAST, **settings}
-        self.log_path = log_path
-        self.proc: subprocess.Popen[str] | None = None
-        self.endpoints: dict[str, str] = {}
-        self._clients: list[Client] = []
-        self._farms: list[SimFarm] = []
-
-    def start(self) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:"]
-        for key, value in self.settings.items():
-            cmd += ["--set", f"{key}={value}"]
-        self._log = open(self.log_path, "w", encoding="utf-8")
-        self.proc, self.endpoints = spawn_until_ready(cmd, self._log, "boruta server ready",
-                                                      self.log_path)
-        return self
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def listen(self) -> str:
-        return self.endpoints["listen"]
-
-    @property
-    def dryad(self) -> str:
-        return self.endpoints["dryad"]
-
-    @property
-    def events(self) -> str:
-        return self.endpoints["events"]
-
-    def client(self, timeout: float = 5.0, retries: int = 2, **kw: Any) -> Client:
-        c = Client(self.listen, timeout=timeout, retries=retries, events_endpoint=self.events, **kw)
-        self._clients.append(c)
-        return c
-
-    def farm(self, count: int = 0, **kw: Any) -> SimFarm:
-        farm = SimFarm(self.dryad, count, **kw)
-        self._farms.append(farm)
-        if count:
-            farm.wait_registered(10.0)
-        return farm
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8")
-        except OSError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Signal the server and wait for its exit code (killed at the deadline)."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"server did not stop within {timeout}s")
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def close(self) -> None:
-        for farm in self._farms:
-            farm.close()
-        self._farms.clear()
-        for c in self._clients:
-            c.close()
-        self._clients.clear()
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.stop(timeout=5)
-            except AssertionError:
-                pass
-        self.kill()
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
+def ssh_exec(host: str, port: int, user: str, key_file: Path, command: str) -> str:
+    """Log in with the key file (nothing else) and run `command`; its stdout (exit status 0)."""
+    import paramiko
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(host, port, username=user, pkey=paramiko.PKey.from_path(key_file),
+                       allow_agent=False, look_for_keys=False, timeout=20, banner_timeout=20,
+                       auth_timeout=20)
+        _, out, _ = client.exec_command(command, timeout=20)
+        text = out.read().decode()
+        assert out.channel.recv_exit_status() == 0, text
+        return text
+    finally:
+        client.close()
 
 
 def unique_caps(**extra: str) -> dict[str, str]:

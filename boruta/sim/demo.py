@@ -14,9 +14,7 @@ import argparse
 import contextlib
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +27,8 @@ from rich.table import Table
 
 from boruta.core.errors import BorutaError
 from boruta.core.types import ReqState, WorkerState
+from boruta.testing.processes import Child, ServerProcess, start_sim_dryads
+from boruta.transport.addresses import CLIENT_ENDPOINT, DRYAD_ENDPOINT, EVENTS_ENDPOINT
 from boruta.transport.client import Client
 
 BOARDS = [  # (count, caps)
@@ -43,44 +43,8 @@ WANTS = [
     {"arch": "armv7"},
     {"device_type": "beaglebone", "serial": "115200"},
 ]
-DEFAULTS = ("tcp://127.0.0.1:7175", "tcp://127.0.0.1:7176", "tcp://127.0.0.1:7177")
+DEFAULTS = (CLIENT_ENDPOINT, DRYAD_ENDPOINT, EVENTS_ENDPOINT)
 console = Console(highlight=False)
-
-
-class Process:
-    """A child process whose stdout we read until it prints its ready line."""
-
-    def __init__(self, argv: list[str], ready_prefix: str, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        self.ready_line = ""
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith(ready_prefix):
-                self.ready_line = line.strip()
-                break
-        if not self.ready_line:
-            self.stop()
-            raise RuntimeError(f"{argv[2]} did not start (exit {self.proc.poll()})")
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def free(endpoint: str) -> bool:
@@ -89,26 +53,22 @@ def free(endpoint: str) -> bool:
         return sock.connect_ex((host, int(port))) != 0
 
 
-def start_server(state_dir: str) -> tuple[Process, dict[str, str]]:
-    endpoints = DEFAULTS if all(free(e) for e in DEFAULTS) else tuple(
-        "tcp://127.0.0.1:*" for _ in DEFAULTS)
-    argv = [sys.executable, "-m", "boruta.cli", "server", "--state-dir", ":memory:", "--listen", endpoints[0],
-            "--dryad-listen", endpoints[1], "--events", endpoints[2], "--key-type", "ed25519",
-            "--state-dir", state_dir, "--log-level", "warning"]
-    server = Process(argv, "boruta server ready")
-    found = dict(part.split("=", 1) for part in server.ready_line.split()[3:])
-    return server, found
+def start_server(state_dir: str) -> ServerProcess:
+    """The server, on the default ports when they are free (so that `boruta` commands
+    reach it), else on any free ones; its log goes to the state directory."""
+    endpoints = dict(zip(("listen", "dryad_listen", "events"), DEFAULTS))
+    if not all(free(e) for e in DEFAULTS):
+        endpoints = {name: "tcp://127.0.0.1:*" for name in endpoints}
+    server = ServerProcess(Path(state_dir) / "server.log", **endpoints, key_type="ed25519",
+                           state_dir=state_dir, log_level="warning")
+    return server.start()
 
 
-def start_dryads(dryad_endpoint: str) -> list[Process]:
-    dryads = []
-    for count, caps in BOARDS:
-        argv = [sys.executable, "-m", "boruta.sim.dryads", "--server", dryad_endpoint,
-                "--count", str(count), "--echo"]
-        for key, value in caps.items():
-            argv += ["--caps", f"{key}={value}"]
-        dryads.append(Process(argv, "simdryad ready"))
-    return dryads
+def start_dryads(server: ServerProcess, log_dir: str) -> list[Child]:
+    """One simulated-dryad process per board type (an echo server stands in for sshd)."""
+    return [start_sim_dryads(server.dryad, count, caps, Path(log_dir) / f"dryads-{n}.log",
+                             echo=True)[0]
+            for n, (count, caps) in enumerate(BOARDS)]
 
 
 def bring_idle(client: Client, expected: int, timeout: float = 30.0) -> list[str]:
@@ -190,14 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     expected = sum(count for count, _ in BOARDS)
     console.print(f"[bold]Boruta demo[/]: server, {expected} simulated boards, "
                   f"{args.clients} clients for {args.duration:g} s (state in {state_dir})")
-    server, endpoints = start_server(state_dir)
-    dryads: list[Process] = []
+    server = start_server(state_dir)
+    endpoints = server.endpoints
+    dryads: list[Child] = []
     stop = threading.Event()
     stats: Counter = Counter()
     try:
         console.print(f"server ready: clients {endpoints['listen']}, dryads {endpoints['dryad']},"
                       f" events {endpoints['events']}")
-        dryads = start_dryads(endpoints["dryad"])
+        dryads = start_dryads(server, state_dir)
         client = Client(endpoints["listen"])
         uuids = bring_idle(client, expected)
         names = {uuid: f"w{n}" for n, uuid in enumerate(sorted(uuids), 1)}
@@ -222,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         for dryad in dryads:
-            dryad.stop()
-        server.stop()
+            dryad.close()
+        server.close()
         if not args.state_dir:
             for path in Path(state_dir).glob("*"):
                 path.unlink()

@@ -6,6 +6,16 @@ injected at any time: failing prepare / maintenance / healthcheck with a
 reason, never answering (all commands or some), a delay before answering,
 and reporting a failure (set_fail).
 
+What a simulated board offers as its sshd, for the tunnel to reach:
+
+* nothing (the default, `--ssh-address`): the cheapest, for hundreds of
+  dryads in one process;
+* `--echo`: one TCP echo server for all of them, so a tunnel carries real
+  bytes (not SSH: an SSH client would wait for the server's banner forever);
+* `--ssh`: each board runs the dryad's embedded SSH server (paramiko), which
+  lets in the job's user with the job's key, as a real board does: a real
+  SSH login works (a listening socket and a thread per board).
+
 Many dryads run in one process and one event loop:
 
     python -m boruta.sim.dryads --count 50 --server tcp://127.0.0.1:7176
@@ -28,13 +38,13 @@ from typing import Any, Callable, Coroutine, Iterable, Mapping
 import zmq
 import zmq.asyncio
 
+from boruta.core.addresses import join_host_port
 from boruta.core.errors import BorutaError
 from boruta.dryad.link import NO_REPLY, DryadLink
 from boruta.logs import setup_logging
+from boruta.transport.addresses import DRYAD_ENDPOINT
 
 log = logging.getLogger("boruta.simdryad")
-
-DEFAULT_SERVER = "tcp://127.0.0.1:7176"
 
 
 class SimFault(BorutaError):
@@ -43,10 +53,15 @@ class SimFault(BorutaError):
 
 
 class SimDryad:
-    def __init__(self, server: str = DEFAULT_SERVER, uuid: str | None = None,
+    """One simulated board. With a `session` (an embedded SSH server, see
+    `start_ssh_session`), `prepare` lets the job's key in and `put_in_maintenance`
+    revokes it, and the board advertises the session's address as its sshd."""
+
+    def __init__(self, server: str = DRYAD_ENDPOINT, uuid: str | None = None,
                  caps: Mapping[str, str] | None = None, *, ssh_address: str = ":22",
                  dryad_address: str = ":7175", username: str = "boruta-user",
-                 ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0) -> None:
+                 ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0,
+                 session: Any = None) -> None:
         self.uuid = uuid or str(uuidlib.uuid4())
         self.caps = {"UUID": self.uuid, "device_type": "sim", **dict(caps or {})}
         self.caps["UUID"] = self.uuid
@@ -63,6 +78,9 @@ class SimDryad:
         self.key_type: str | None = None
         self.maintenance_message: str | None = None
         self.commands: list[str] = []
+        self.session = session
+        if session is not None:
+            ssh_address = join_host_port(*session.address())
         self.link = DryadLink(server, self.caps, dryad_address, ssh_address, self.handle,
                               ctx=ctx, reply_timeout=reply_timeout, name=self.uuid[:8])
 
@@ -77,11 +95,17 @@ class SimDryad:
                 raise SimFault(self.fail_prepare)
             self.public_key, self.key_type = args["key"], args.get("key_type")
             self.maintenance_message = None
-            return {"username": self.username}
+            username = self.username
+            if self.session is not None:
+                username = await asyncio.to_thread(self.session.set_job_key, self.username,
+                                                   self.public_key)
+            return {"username": username}
         if op == "put_in_maintenance":
             if self.fail_maintenance:
                 raise SimFault(self.fail_maintenance)
             self.public_key = None
+            if self.session is not None:
+                await asyncio.to_thread(self.session.revoke)
             self.maintenance_message = args.get("message") or "maintenance"
             return None
         if op == "healthcheck":
@@ -100,8 +124,20 @@ class SimDryad:
         await self.link.set_fail(reason)
 
 
+def start_ssh_session(host: str = "127.0.0.1") -> Any:
+    """A started embedded SSH server on a free port of `host` (blocking: call it in a thread).
+
+    Imported here, not at the top: paramiko costs a fifth of a second to
+    import, and only boards that run SSH need it.
+    """
+    from boruta.dryad.embedded_ssh import EmbeddedSSHServer
+    server = EmbeddedSSHServer(host, 0)
+    server.start()
+    return server
+
+
 async def echo_server(host: str = "127.0.0.1", port: int = 0) -> asyncio.base_events.Server:
-    """A TCP echo server (stands in for sshd in tests and demos)."""
+    """A TCP echo server (stands in for sshd where only bytes through the tunnel matter)."""
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
@@ -119,9 +155,11 @@ class SimFarm:
 
     def __init__(self, server: str, count: int = 0, *, caps: Callable[[int], Mapping[str, str]]
                  | Mapping[str, str] | None = None, ssh_address: str = ":22",
-                 uuids: Iterable[str] | None = None, username: str = "boruta-user") -> None:
+                 uuids: Iterable[str] | None = None, username: str = "boruta-user",
+                 ssh: bool = False) -> None:
         self.server = server
         self.ssh_address = ssh_address
+        self.ssh = ssh                    # every board runs an embedded SSH server
         self.username = username
         self.loop = asyncio.new_event_loop()
         self.ctx: zmq.asyncio.Context | None = None
@@ -151,8 +189,9 @@ class SimFarm:
     def add(self, uuid: str | None = None, caps: Mapping[str, str] | None = None,
             ssh_address: str | None = None) -> SimDryad:
         async def make() -> SimDryad:
+            session = await asyncio.to_thread(start_ssh_session) if self.ssh else None
             dryad = SimDryad(self.server, uuid, caps, ssh_address=ssh_address or self.ssh_address,
-                             username=self.username, ctx=self.ctx)
+                             username=self.username, ctx=self.ctx, session=session)
             self._tasks[id(dryad)] = asyncio.ensure_future(dryad.run())
             return dryad
         dryad = self.run(make())
@@ -166,6 +205,7 @@ class SimFarm:
             task = self._tasks.pop(id(dryad), None)
             if task is not None:
                 await asyncio.wait([task], timeout=timeout)
+            await stop_sessions([dryad])
         self.run(halt(), timeout + 1)
         if dryad in self.dryads:
             self.dryads.remove(dryad)
@@ -190,6 +230,7 @@ class SimFarm:
                 dryad.stop()
             if self._tasks:
                 await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+            await stop_sessions(self.dryads)
             if self.ctx is not None:
                 self.ctx.destroy(0)
         with contextlib.suppress(Exception):
@@ -204,6 +245,12 @@ class SimFarm:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+async def stop_sessions(dryads: Iterable[SimDryad]) -> None:
+    """Stop the embedded SSH servers of these dryads (their jobs' connections close)."""
+    sessions = [d.session for d in dryads if d.session is not None]
+    await asyncio.gather(*(asyncio.to_thread(session.stop) for session in sessions))
 
 
 def _parse_caps(items: list[str]) -> dict[str, str]:
@@ -226,11 +273,15 @@ async def _main(args: argparse.Namespace) -> int:
         ssh_address = f"{host}:{port}"
     rng = random.Random(args.seed) if args.seed is not None else None
     caps = _parse_caps(args.caps)
+    sessions: list[Any] = [None] * args.count
+    if args.ssh:
+        sessions = await asyncio.gather(*(asyncio.to_thread(start_ssh_session)
+                                          for _ in range(args.count)))
     dryads = []
     for index in range(args.count):
         uuid = str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) if rng else None
         dryad = SimDryad(args.server, uuid, caps, ssh_address=ssh_address,
-                         username=args.username, ctx=ctx)
+                         username=args.username, ctx=ctx, session=sessions[index])
         dryad.fail_prepare = "simulated prepare failure" if args.fail_prepare else None
         dryad.silent = args.silent
         dryads.append(dryad)
@@ -245,7 +296,8 @@ async def _main(args: argparse.Namespace) -> int:
                                args.ready_timeout)
         print(f"simdryad ready count={len(dryads)} server={args.server}", flush=True)
         for d in dryads:
-            print(f"dryad {d.uuid}", flush=True)
+            ssh = f" ssh={join_host_port(*d.session.address())}" if d.session is not None else ""
+            print(f"dryad {d.uuid}{ssh}", flush=True)
     except asyncio.TimeoutError:
         log.warning("not every dryad registered within %ss", args.ready_timeout)
     done_early = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION))
@@ -254,6 +306,7 @@ async def _main(args: argparse.Namespace) -> int:
     for d in dryads:
         d.stop()
     results = await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_sessions(dryads)
     stopper.cancel()
     done_early.cancel()
     if echo is not None:
@@ -268,13 +321,16 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m boruta.sim.dryads",
                                      description="Run simulated dryads against a Boruta server.")
-    parser.add_argument("--server", default=DEFAULT_SERVER, help="the server's dryad endpoint")
+    parser.add_argument("--server", default=DRYAD_ENDPOINT, help="the server's dryad endpoint")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--caps", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ssh-address", default=":22",
                         help="address advertised for sshd (empty host: the server fills it)")
-    parser.add_argument("--echo", action="store_true",
-                        help="serve a TCP echo server and advertise it as sshd")
+    sshd = parser.add_mutually_exclusive_group()
+    sshd.add_argument("--echo", action="store_true",
+                      help="serve a TCP echo server and advertise it as sshd (bytes, not SSH)")
+    sshd.add_argument("--ssh", action="store_true",
+                      help="each board runs an embedded SSH server that lets in the job's key")
     parser.add_argument("--username", default="boruta-user")
     parser.add_argument("--seed", type=int, help="deterministic UUIDs")
     parser.add_argument("--fail-prepare", action="store_true")
