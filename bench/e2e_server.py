@@ -85,9 +85,8 @@ from typing import Any
 
 from bench.e2e_common import (KEY_THREADS, bring_idle, count_state, measure_keygen,
                               parse_bench_args, render_table, start_server, write_json)
-# DRYAD_CAPS and NewRequestFrames: tests/test_bench_frames.py reads them from here.
-from bench.e2e_load import (BENCH_SETTINGS, DRYAD_CAPS, NewRequestFrames,  # noqa: F401
-                            bench_open_loop, bench_throughput, client_cpus, median_round, ms,
+from bench.e2e_load import (BENCH_SETTINGS,
+                            bench_open_loop, bench_throughput, median_round, ms,
                             pct, run_async, run_children, sleep_until, start_dryads)
 from boruta.testing.processes import ServerProcess, wait_until
 

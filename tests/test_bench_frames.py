@@ -1,7 +1,7 @@
 """The S5 load generator sends exactly what boruta.Client sends (bench/e2e_server.py)."""
 from __future__ import annotations
 
-from bench.e2e_server import DRYAD_CAPS, NewRequestFrames
+from bench.e2e_load import DRYAD_CAPS, NewRequestFrames
 from boruta.transport import codec
 from boruta.transport.operations import CLIENT_OPS
 
