@@ -1,6 +1,10 @@
 """Focused matching rules, run against both matchers (reference and compiled)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from boruta.core.matching import make_matcher
@@ -39,8 +43,28 @@ def _caps(uuid, n):
     return caps
 
 
-def test_kind_flag(m):
-    assert m.compiled == (type(m).__name__ == "CompiledMatcher")
+@pytest.mark.slow
+def test_kind_flag() -> None:
+    """Each kind is the class it names, says whether it is compiled, and an unknown kind
+    is refused; BORUTA_PUREPYTHON=1 makes the plain twin the default (as msgpack's
+    MSGPACK_PUREPYTHON does), checked in a fresh interpreter."""
+    from boruta.core.reference import ReferenceMatcher
+    reference = make_matcher("reference")
+    assert type(reference) is ReferenceMatcher and reference.compiled is False
+    if _compiled_available():
+        from boruta._matcher import CompiledMatcher
+        compiled = make_matcher("compiled")
+        assert type(compiled) is CompiledMatcher and compiled.compiled is True
+    with pytest.raises(ValueError, match="unknown matcher kind 'fast'"):
+        make_matcher("fast")
+    probe = ("from boruta.core.matching import make_matcher; "
+             "print(type(make_matcher()).__name__)")
+    for env, want in (({"BORUTA_PUREPYTHON": "1"}, "ReferenceMatcher"),
+                      ({"BORUTA_PUREPYTHON": "0"},
+                       "CompiledMatcher" if _compiled_available() else "ReferenceMatcher")):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             env={**os.environ, **env}, timeout=60)
+        assert out.stdout.strip() == want, (env, out.stdout, out.stderr)
 
 
 def test_penalty_order_upstream_example(m):
