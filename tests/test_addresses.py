@@ -1,9 +1,12 @@
 """The one host:port parser and the endpoint helpers built on it."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from boruta.core.addresses import AddressError, join_host_port, parse_port, split_host_port
+from boruta.core.addresses import (MAX_HOST_LENGTH, AddressError, check_host, join_host_port,
+                                   parse_port, split_host_port)
 from boruta.transport.addresses import (CLIENT_ENDPOINT, connectable_endpoint,
                                         endpoint_with_port, fill_host, parse_endpoint)
 
@@ -37,6 +40,32 @@ def test_split_host_port_names_what_is_wrong(text: str, part: str, words: str) -
     with pytest.raises(AddressError, match=words) as caught:
         split_host_port(text)
     assert caught.value.part == part
+
+
+@pytest.mark.parametrize("host, words", [
+    ("a b", "is not an IP address or a host name"),
+    ("h\n", "is not an IP address or a host name"),
+    ("$(id)", "is not an IP address or a host name"),
+    ("-h", "not starting or ending with '-'"),
+    ("a" * 64, "labels of 1..63"),
+    ("a." * 128, f"longer than {MAX_HOST_LENGTH}"),
+    ("256.1.1.1", "is not an IPv4 address"),
+    ("fe80::zz", "is not an IPv6 address"),
+    ("fe80::1%`id`", "IPv6 scope '`id`' is not an interface name"),
+])
+def test_check_host_names_what_is_wrong(host: str, words: str) -> None:
+    with pytest.raises(AddressError, match=re.escape(words)) as caught:
+        check_host(host)
+    assert caught.value.part == "host"
+    with pytest.raises(AddressError):                   # the one parser applies it
+        split_host_port(join_host_port(host, 22))
+
+
+@pytest.mark.parametrize("host", ["h", "board-7.lab", "10.0.0.1", "::1", "fe80::1%eth0", "*",
+                                  "example.com.", ".".join(["a" * 63] * 3) + ".abcdefghi"])
+def test_check_host_accepts(host: str) -> None:
+    assert check_host(host) == host
+    assert split_host_port(join_host_port(host, 22)) == (host, 22)
 
 
 def test_split_host_port_refuses_non_text() -> None:

@@ -2,7 +2,10 @@
 
 The key file is created with mode 0600 from its first byte (ssh refuses a
 key others can read), and a bad --key-out is refused before the call, so
-that a job is never started for a key that cannot be written.
+that a job is never started for a key that cannot be written. The `ssh`
+line is printed for a shell to run, so an access that would not print as
+that one command (a control character, a user name read as an option) is
+refused, whoever sent it.
 """
 from __future__ import annotations
 
@@ -15,12 +18,16 @@ from boruta.cli.options import wait_timeout
 from boruta.core.addresses import AddressError, split_host_port
 
 ACQUIRE_TIMEOUT = 3600.0   # how long `request acquire` waits while the request is WAITING
+UNSAFE_ACCESS = "unsafe_access"   # the server's access would not print as one ssh command
 
 
 def check_key_out(path: str) -> None:
     """Refuse a --key-out that cannot be written (before anything is asked of the server)."""
     if os.path.isdir(path):
         raise CliError(f"--key-out {path!r} is a directory; give a file name")
+    if not path.isprintable():
+        raise CliError(f"--key-out {path!r}: a file name with a control character "
+                       "cannot be printed in the ssh command line")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CliError(f"--key-out {path!r}: directory {parent!r} does not exist")
@@ -108,10 +115,16 @@ def acquire(client: Any, req_id: int, key_out: str | None) -> dict[str, Any]:
     with wait_reported(f"request {req_id} is still WAITING", timeout):
         access = client.acquire_worker(req_id, timeout=timeout)
     host, port = access_address(access)
+    username = str(access.username)
+    try:
+        out.check_access_line(path, host, username)
+    except out.AccessLineError as exc:
+        raise refused(f"the server sent an access that is unsafe to print: {exc}",
+                      UNSAFE_ACCESS) from None
     text = key_text(access.key)
     write_key_file(path, text)
     key_type = getattr(access, "key_type", None) or guess_key_type(text)
-    doc = out.access_doc(host, port, str(access.username), os.path.abspath(path), key_type)
+    doc = out.access_doc(host, port, username, os.path.abspath(path), key_type)
     doc["_key_shown"] = path
     doc["_worker_uuid"] = getattr(access, "worker_uuid", None)
     return doc

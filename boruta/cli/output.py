@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import shlex
 import shutil
 import sys
 from dataclasses import asdict, is_dataclass
@@ -284,9 +285,35 @@ def print_ping(info: Mapping[str, Any], stream: TextIO | None = None) -> None:
     print_fields(fields, stream)
 
 
+class AccessLineError(ValueError):
+    """An access the CLI will not print as an `ssh` line: it would not be one command."""
+
+
+def ssh_argv(key_file: str, host: str, port: int, username: str) -> list[str]:
+    """The command that logs in to a worker, as a list of arguments."""
+    return ["ssh", "-i", key_file, "-p", str(port), f"{username}@{host}"]
+
+
+def check_access_line(key_file: str, host: str, username: str) -> None:
+    """Refuse (AccessLineError) what no quoting makes safe in `eval "$(... | tail -n 1)"`.
+
+    Quoting keeps `$(...)`, `;` and spaces inert, but a quoted newline
+    splits the line, and `tail -n 1` hands the shell the unquoted rest; a
+    user name starting with '-' would be read by ssh as an option.
+    """
+    for what, value in (("user name", username), ("host", host), ("key file", key_file)):
+        if not value.isprintable():
+            raise AccessLineError(f"the {what} {value!r:.60} holds a control character, "
+                                  "so it cannot be printed as one command line")
+    if username.startswith("-"):
+        raise AccessLineError(f"the user name {username!r:.60} starts with '-', "
+                              "which ssh would read as an option")
+
+
 def ssh_command(key_file: str, host: str, port: int, username: str) -> str:
-    import shlex
-    return f"ssh -i {shlex.quote(key_file)} -p {port} {shlex.quote(f'{username}@{host}')}"
+    """One line that a POSIX shell runs as exactly `ssh_argv(...)`, every part quoted."""
+    check_access_line(key_file, host, username)
+    return " ".join(shlex.quote(arg) for arg in ssh_argv(key_file, host, port, username))
 
 
 def print_access(req_id: int, worker_uuid: str | None, host: str, port: int, username: str,

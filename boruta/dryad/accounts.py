@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 
 import paramiko
 
+from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.dryad.session import SessionError
 
 __all__ = [
@@ -88,19 +88,6 @@ def parse_public_key(text: str) -> PublicKey:
     if ktype == "ssh-rsa" and key.get_bits() < MIN_RSA_BITS:
         raise SessionError(f"RSA key of {key.get_bits()} bits; at least {MIN_RSA_BITS} needed")
     return PublicKey(ktype, blob, fields[2] if len(fields) > 2 else "")
-
-
-# The portable POSIX user name that useradd accepts everywhere: no upper case
-# (some tools fold it), no leading '-' or digit (read as an option or a UID),
-# at most 32 characters (utmp's field).
-_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
-USER_NAME_RULE = ("lower case letters, digits, '_' or '-', starting with a letter or '_', "
-                  "at most 32 characters")
-
-
-def is_user_name(name: object) -> bool:
-    """Whether `name` is a portable POSIX user name (see USER_NAME_RULE)."""
-    return isinstance(name, str) and _USER_NAME.match(name) is not None
 
 
 def check_username(name: str) -> str:

@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from boruta.core.addresses import WILDCARD_HOST
 from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceError,
-                                NotFoundError)
+                                InvalidAddressError, NotFoundError)
+from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.core.types import WorkerState
 from boruta.server.endpoint import Call, Route
 from boruta.transport import addresses, codec
@@ -71,6 +73,8 @@ class DryadRegistry:
         peer_ip = call.peer_ip()
         dryad_address = addresses.fill_host(a["dryad_address"], peer_ip)
         ssh_address = addresses.fill_host(a["ssh_address"], peer_ip)
+        _refuse_wildcard(dryad_address, "dryad")
+        _refuse_wildcard(ssh_address, "ssh")
         uuid = app.sched.register(a["caps"], dryad_address, ssh_address)
         previous = self.identities.get(identity)
         if previous is not None and previous != uuid and previous in self.peers:
@@ -171,9 +175,7 @@ class DryadRegistry:
             key = await app.keys.take()
             reply = await self.command(uuid, "prepare",
                                        {"key": key.public_openssh, "key_type": key.key_type})
-            username = reply.get("username") if isinstance(reply, dict) else None
-            if not isinstance(username, str) or not username:
-                raise DryadError("the dryad's prepare reply lacks a username")
+            username = _reported_username(reply)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -295,6 +297,29 @@ class DryadRegistry:
         if self._grace_handle is not None:
             self._grace_handle.cancel()
             self._grace_handle = None
+
+
+def _reported_username(reply: Any) -> str:
+    """The session user a dryad's prepare reply names, if it is a portable POSIX user name.
+
+    The name reaches clients, which print it into an `ssh USER@HOST` line
+    people run in a shell: a name with a newline or `$(...)` in it would run
+    the dryad's command on the user's machine, so it never gets that far.
+    """
+    username = reply.get("username") if isinstance(reply, dict) else None
+    if username is None or username == "":
+        raise DryadError("the dryad's prepare reply lacks a username")
+    if not is_user_name(username):
+        shown = f"{username!r:.60}" if isinstance(username, str) else type(username).__name__
+        raise DryadError(f"the dryad reported an invalid user name {shown}: {USER_NAME_RULE}")
+    return username
+
+
+def _refuse_wildcard(address: Any, what: str) -> None:
+    """`*` is a host to bind on, never one to reach a worker at (the core allows it in endpoints)."""
+    if isinstance(address, str) and address.rpartition(":")[0] == WILDCARD_HOST:
+        raise InvalidAddressError(f"invalid {what} address {address!r}: "
+                                  f"{WILDCARD_HOST!r} is not a host to connect to")
 
 
 def _reason(exc: Exception) -> str:
