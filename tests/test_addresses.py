@@ -61,11 +61,22 @@ def test_check_host_names_what_is_wrong(host: str, words: str) -> None:
         split_host_port(join_host_port(host, 22))
 
 
-@pytest.mark.parametrize("host", ["h", "board-7.lab", "10.0.0.1", "::1", "fe80::1%eth0", "*",
+@pytest.mark.parametrize("host", ["h", "board-7.lab", "10.0.0.1", "::1", "fe80::1%eth0",
                                   "example.com.", ".".join(["a" * 63] * 3) + ".abcdefghi"])
 def test_check_host_accepts(host: str) -> None:
     assert check_host(host) == host
     assert split_host_port(join_host_port(host, 22)) == (host, 22)
+
+
+def test_the_wildcard_is_a_host_to_bind_on_only() -> None:
+    assert check_host("*", allow_wildcard=True) == "*"
+    assert split_host_port("*:7175", allow_wildcard=True) == ("*", 7175)
+    with pytest.raises(AddressError, match="host") as caught:
+        split_host_port("*:22")
+    assert caught.value.part == "host"
+    assert parse_endpoint("tcp://*:7175", bind=True) == "tcp://*:7175"
+    with pytest.raises(AddressError):
+        parse_endpoint("tcp://*:7175")
 
 
 def test_split_host_port_refuses_non_text() -> None:

@@ -45,13 +45,15 @@ def parse_port(text: str, *, allow_zero: bool = False) -> int:
     return port
 
 
-def check_host(host: str) -> str:
-    """`host` if it is an IP address, a valid host name or `*`; AddressError (part "host") if not.
+def check_host(host: str, *, allow_wildcard: bool = False) -> str:
+    """`host` if it is an IP address or a valid host name; AddressError (part "host") if not.
 
     IPv6 comes without brackets; its scope (`fe80::1%eth0`) must be an
     interface name. Labels that are all digits must make an IPv4 address.
+    `*` (every interface) is a host to bind on, never one to reach: it
+    passes only with `allow_wildcard`.
     """
-    if host == WILDCARD_HOST:
+    if host == WILDCARD_HOST and allow_wildcard:
         return host
     shown = f"{host!r:.70}"
     if len(host) > MAX_HOST_LENGTH + 1:
@@ -78,7 +80,8 @@ def check_host(host: str) -> str:
 
 
 def split_host_port(address: str, *, allow_empty_host: bool = False,
-                    allow_zero_port: bool = False) -> tuple[str, int]:
+                    allow_zero_port: bool = False,
+                    allow_wildcard: bool = False) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port); AddressError says what is wrong.
 
     The host comes back without brackets and passes `check_host`. A bare
@@ -100,7 +103,7 @@ def split_host_port(address: str, *, allow_empty_host: bool = False,
         raise AddressError(f"{address!r} has no host", "host")
     number = parse_port(port, allow_zero=allow_zero_port)    # first, as upstream's codes say
     if host:
-        check_host(host)
+        check_host(host, allow_wildcard=allow_wildcard)
     return host, number
 
 

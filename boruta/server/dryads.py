@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from boruta.core.addresses import WILDCARD_HOST
 from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceError,
-                                InvalidAddressError, NotFoundError)
+                                NotFoundError)
 from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.core.types import WorkerState
 from boruta.server.endpoint import Call, Route
@@ -73,8 +72,6 @@ class DryadRegistry:
         peer_ip = call.peer_ip()
         dryad_address = addresses.fill_host(a["dryad_address"], peer_ip)
         ssh_address = addresses.fill_host(a["ssh_address"], peer_ip)
-        _refuse_wildcard(dryad_address, "dryad")
-        _refuse_wildcard(ssh_address, "ssh")
         uuid = app.sched.register(a["caps"], dryad_address, ssh_address)
         previous = self.identities.get(identity)
         if previous is not None and previous != uuid and previous in self.peers:
@@ -313,13 +310,6 @@ def _reported_username(reply: Any) -> str:
         shown = f"{username!r:.60}" if isinstance(username, str) else type(username).__name__
         raise DryadError(f"the dryad reported an invalid user name {shown}: {USER_NAME_RULE}")
     return username
-
-
-def _refuse_wildcard(address: Any, what: str) -> None:
-    """`*` is a host to bind on, never one to reach a worker at (the core allows it in endpoints)."""
-    if isinstance(address, str) and address.rpartition(":")[0] == WILDCARD_HOST:
-        raise InvalidAddressError(f"invalid {what} address {address!r}: "
-                                  f"{WILDCARD_HOST!r} is not a host to connect to")
 
 
 def _reason(exc: Exception) -> str:

@@ -56,7 +56,7 @@ def parse_endpoint(text: str, *, bind: bool = False) -> str:
         if bind and rest.endswith(":*"):
             rest = rest[:-1] + "0"
         try:
-            split_host_port(rest, allow_zero_port=bind)
+            split_host_port(rest, allow_zero_port=bind, allow_wildcard=bind)
         except AddressError as exc:
             raise AddressError(f"invalid endpoint {text!r}: {exc}", exc.part) from None
     return raw
