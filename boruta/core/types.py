@@ -158,7 +158,7 @@ class AccessInfo:
     """What the owner needs to log in. `addr` is filled by the shell (tunnel)."""
 
     username: str
-    key: Any                      # the job's private key, as the shell made it
+    key: Any = field(repr=False)  # the job's private key: never in a repr, so never in a log
     worker_uuid: str
     ssh_address: str | None = None
     addr: tuple[str, int] | None = None
