@@ -55,6 +55,7 @@ from boruta.server.keys import KeyPool
 from boruta.server.outbox import Outbox
 from boruta.server.parked import ParkedCalls
 from boruta.server.ratelimit import RateLimiter
+from boruta.server.replybytes import PeerBuffers
 from boruta.server.restore import StateLoader
 from boruta.server.store import Store, StoreError
 from boruta.transport.errors import ShuttingDownError
@@ -65,6 +66,7 @@ log = logging.getLogger("boruta.server")
 
 TURN_MAX = 256               # messages of one socket handled in one turn (then a commit)
 SOCKET_HWM = 10000           # messages queued per peer before ZeroMQ drops (send) or stalls
+CLIENT_PEER_HWM = 1000       # replies queued per client peer (small ones: large are in bytes)
 TIMER_MAX_DELAY = 3600.0     # the core's timer is re-armed at least hourly
 
 
@@ -77,6 +79,9 @@ class Stats:
     commits: int = 0
     commit_seconds: float = 0.0
     storage_failures: int = 0
+    replies_dropped: int = 0          # a client peer that does not read (replybytes)
+    replies_undeliverable: int = 0    # a client peer gone before its reply
+    peers_dropped: int = 0            # client peers whose replies started being dropped
     started: float = field(default_factory=time.time)
 
 
@@ -102,9 +107,10 @@ class Server:
         self.jobs = JobBook(self)
         self.dryads = DryadRegistry(self)
         self.state = StateLoader(self)
+        self.replies = PeerBuffers(config.max_peer_buffer_bytes, self.stats, CLIENT_PEER_HWM)
         self.client_endpoint = Endpoint(
             self, "client", CLIENT_OPS, ClientOperations(self), other_table=DRYAD_OPS,
-            other_name="dryad", acknowledges=True)
+            other_name="dryad", acknowledges=True, buffers=self.replies)
         self.dryad_endpoint = Endpoint(
             self, "dryad", DRYAD_OPS, self.dryads, other_table=CLIENT_OPS,
             other_name="client", acknowledges=False, on_reply=self.dryads.on_command_reply,
@@ -139,7 +145,8 @@ class Server:
         self.ctx = zmq.Context()
         try:
             self.client_sock = self._bind(zmq.ROUTER, self.cfg.listen, "listen",
-                                          self.client_endpoint.on_frames)
+                                          self.client_endpoint.on_frames,
+                                          on_refused=self.replies.refused)
             self.dryad_sock = self._bind(zmq.ROUTER, self.cfg.dryad_listen, "dryad",
                                          self.dryad_endpoint.on_frames, copy=False)
             self.events_sock = self._bind(zmq.XPUB, self.cfg.events, "events",
@@ -171,7 +178,8 @@ class Server:
         return dict(self.endpoints)
 
     def _bind(self, kind: int, endpoint: str, name: str, handler: Callable[[list[Any]], None],
-              copy: bool = True) -> LoopSocket:
+              copy: bool = True,
+              on_refused: Callable[[list[Any], zmq.ZMQError], None] | None = None) -> LoopSocket:
         assert self.ctx is not None
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, int(self.cfg.shutdown_grace * 1000))
@@ -182,9 +190,14 @@ class Server:
             # those up to 16x get a frame_too_large reply.
             sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes * 16 + 4096)
             sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
-        sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
-        if name == "dryad":
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)    # a command to a gone dryad fails
+        # A client that does not read must not grow our memory: its full queue
+        # refuses a send (counted) rather than growing; large replies are bounded
+        # in bytes before they get here (replybytes).
+        sock.setsockopt(zmq.SNDHWM, CLIENT_PEER_HWM if name == "listen" else SOCKET_HWM)
+        if kind == zmq.ROUTER:
+            # A send to a full queue or a gone peer fails (EAGAIN, EHOSTUNREACH)
+            # instead of vanishing: a command to a gone dryad, a dropped reply.
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -192,7 +205,7 @@ class Server:
             raise ConfigError(f"cannot bind the {name} endpoint {endpoint}: {exc}") from None
         self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return LoopSocket(sock, handler, copy=copy, turn_max=TURN_MAX,
-                          end_turn=self.outbox.end_turn)
+                          end_turn=self.outbox.end_turn, on_refused=on_refused)
 
     def ready_line(self) -> str:
         return ("boruta server ready listen={listen} dryad={dryad} events={events}"
@@ -245,7 +258,9 @@ class Server:
         stats.dryad_msgs = self.dryad_endpoint.messages
         log.info("stopped", extra={"fields": {
             "client_msgs": stats.client_msgs, "dryad_msgs": stats.dryad_msgs,
-            "commits": stats.commits, "commit_ms_avg": round(
+            "commits": stats.commits, "replies_dropped": stats.replies_dropped,
+            "peers_dropped": stats.peers_dropped,
+            "replies_undeliverable": stats.replies_undeliverable, "commit_ms_avg": round(
                 1000 * stats.commit_seconds / stats.commits, 3) if stats.commits else None}})
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -341,6 +356,7 @@ class Server:
                     last_tick = now
                     self.events.tick()
                     self.limiter.forget_idle(now)
+                    self.replies.sweep(now)
                 every = self.cfg.healthcheck_interval
                 if every and now - last_health >= every:
                     last_health = now

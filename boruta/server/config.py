@@ -68,6 +68,10 @@ class ServerConfig:
     peer_rate: float = 2000.0                  # messages per second per peer (token bucket)
     peer_burst: int = 4000
     max_parked: int = 10000                    # parked acquire/wait calls, all clients
+    max_parked_per_peer: int = 256             # parked calls of one peer (beyond: busy)
+    max_park_seconds: float = 60.0             # a parked call is answered wait_timeout by then
+    max_reply_bytes: int = 4 << 20             # a list reply is cut to fit (remaining says more)
+    max_peer_buffer_bytes: int = 16 << 20      # replies buffered for a peer that does not read
     tunnel_connect_timeout: float = 10.0
     shutdown_grace: float = 2.0
     log_level: str = "info"
@@ -108,8 +112,14 @@ class ServerConfig:
             raise ConfigError("healthcheck_interval and shutdown_grace must not be negative")
         if self.max_frame_bytes < 1024:
             raise ConfigError("max_frame_bytes must be at least 1024")
-        if self.peer_burst < 1 or self.max_parked < 1:
-            raise ConfigError("peer_burst and max_parked must be at least 1")
+        for name in ("peer_burst", "max_parked", "max_parked_per_peer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if not self.max_park_seconds > 0:
+            raise ConfigError("max_park_seconds must be positive")
+        for name in ("max_reply_bytes", "max_peer_buffer_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name} must be at least 1024")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level: {self.log_level!r} (use one of {', '.join(LOG_LEVELS)})")
         if self.log_format not in LOG_FORMATS:

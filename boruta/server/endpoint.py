@@ -6,8 +6,10 @@ operation table (boruta.transport.operations): a peer over its rate gets
 operation looked up (an operation of the other endpoint is named as such);
 the arguments are converted once by the declaration; the handler
 `op_<name>` is called; the reply (or the error, with its code) goes out with
-the turn. Nothing a peer sends escapes as an exception: a BorutaError is its
-code, anything else is `internal` and logged with its traceback.
+the turn (a list cut to `max_reply_bytes`; a large reply only within the
+peer's byte budget: boruta.server.replybytes). Nothing a peer sends escapes
+as an exception: a BorutaError is its code, anything else is `internal` and
+logged with its traceback.
 
 Handlers are looked up once, at construction: an operation without a
 handler, or a handler without an operation, stops the server from starting.
@@ -19,8 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from boruta.core.errors import BorutaError
+from boruta.server.audit import AuditLog
 from boruta.server.outbox import NOT_AN_ACK
 from boruta.server.parked import PARKED
+from boruta.server.replybytes import TRACKED_FROM, PeerBuffers, fit_list
 from boruta.transport import codec
 from boruta.transport.errors import BadFrameError, RateLimitedError, UnknownOperationError
 from boruta.transport.loopsocket import LoopSocket
@@ -34,6 +38,7 @@ log = logging.getLogger("boruta.server")
 Route = tuple[bytes, tuple[bytes, ...]]      # the peer's identity, the envelope prefix
 PEEK_LIMIT = 4096                            # bytes a rate-limited frame is read for its id
 Handler = Callable[["Call", dict[str, Any]], Any]
+NOT_A_LIST = object()                        # the paginator of an operation without one
 
 
 @dataclass(slots=True)
@@ -76,7 +81,7 @@ class Endpoint:
                  acknowledges: bool, on_reply: Callable[[bytes, codec.Envelope], None] | None
                  = None, gate: Callable[[str, dict[str, Any], list[Any]], bool] | None = None,
                  on_message: Callable[[bytes], None] | None = None,
-                 zero_copy: bool = False) -> None:
+                 zero_copy: bool = False, buffers: PeerBuffers | None = None) -> None:
         self.app = app
         self.name = name
         self.table = table
@@ -88,6 +93,8 @@ class Endpoint:
         self.gate = gate                       # may hold a call back (history loading)
         self.on_message = on_message           # every message from a peer (liveness)
         self.zero_copy = zero_copy             # frames arrive as zmq.Frame, not bytes
+        self.audit = AuditLog(name, table)     # state-changing calls, one line each
+        self.buffers = buffers                 # bytes of replies per peer (client endpoint)
         self.sock: LoopSocket | None = None
         self.messages = 0
         # The hot path's collaborators, looked up once (they live as long as the app).
@@ -95,16 +102,29 @@ class Endpoint:
         self._send = app.outbox.send
         self._after_turn = app.after_turn
         self._max_bytes = app.cfg.max_frame_bytes
+        self._max_reply = app.cfg.max_reply_bytes
 
     # ------------------------------------------------------------------ replies
     def reply(self, route: Route, msg_id: Any, result: Any = None,
-              error: BorutaError | tuple[str, str] | None = None) -> None:
-        """Answer a call; leaves with the turn, after its commit."""
+              error: BorutaError | tuple[str, str] | None = None,
+              backward: bool | None = None) -> None:
+        """Answer a call; leaves with the turn, after its commit.
+
+        `backward` is given for a list document (the page's direction): one
+        larger than max_reply_bytes is cut. A large reply to a peer that does
+        not read is dropped here, before the turn holds it.
+        """
         if error is not None:
             frame, ack = codec.error_frame(msg_id, error), NOT_AN_ACK
         else:
             frame = codec.ok_frame(msg_id, result)
+            if backward is not None and len(frame) > self._max_reply:
+                frame = fit_list(msg_id, result, backward, self._max_reply)
             ack = msg_id if self.acknowledges else NOT_AN_ACK
+        if len(frame) >= TRACKED_FROM and self.buffers is not None:
+            frame = self.buffers.admit(route[0], frame)
+            if frame is None:
+                return
         self._send(self.sock, [route[0], *route[1], frame], ack)
 
     def _refuse(self, route: Route, msg_id: Any, error: BorutaError) -> None:
@@ -133,7 +153,7 @@ class Endpoint:
             return
         if self.on_message is not None:
             self.on_message(identity)
-        msg_id = None
+        msg_id = call = op = args = None
         try:
             if self.on_reply is not None:
                 env = codec.decode(payload, self._max_bytes)
@@ -144,6 +164,7 @@ class Endpoint:
                 name, raw_args = env.op, env.args
             else:
                 msg_id, name, raw_args = codec.decode_request(payload, self._max_bytes)
+            call = Call(route, msg_id, frame if zero_copy else None)
             op = self.table.get(name)  # type: ignore[arg-type]
             if op is None:
                 hint = (f" (a {self.other_name} operation: use the {self.other_name} endpoint)"
@@ -152,18 +173,29 @@ class Endpoint:
             args = op.check(raw_args)  # type: ignore[arg-type]
             if self.gate is not None and self.gate(op.name, args, frames):
                 return
-            result = self.handlers[op.name](
-                Call(route, msg_id, frame if zero_copy else None), args)
+            result = self.handlers[op.name](call, args)
         except BorutaError as exc:
             self._refuse(route, getattr(exc, "msg_id", msg_id), exc)
+            if op is not None:
+                self.audit.record(op, call, args, exc)
         except Exception as exc:
             self.app.stats.errors += 1
             log.exception("internal error in a %s call", self.name)
             self.reply(route, msg_id, error=("internal", f"internal server error: {exc}"))
+            if op is not None:
+                self.audit.record(op, call, args, exc)
         else:
+            self.audit.record(op, call, args, result)
             if result is not PARKED:
-                self.reply(route, msg_id, result=result)
+                paginator = args.get("paginator", NOT_A_LIST)
+                self.reply(route, msg_id, result=result, backward=None
+                           if paginator is NOT_A_LIST else _backward(paginator))
         self._after_turn()
+
+
+def _backward(paginator: Any) -> bool:
+    """The direction of a list reply's page (no paginator: forward)."""
+    return paginator is not None and bool(paginator.backward)
 
 
 def _peek_id(payload: bytes) -> Any:

@@ -4,12 +4,22 @@ The server holds the reply, not a thread: a parked call is its route, its
 message ID and what it waits for. Every request state change wakes the calls
 parked on that request; a timer answers `wait_timeout` when the caller's
 timeout passes first; shutdown answers `shutting_down`.
+
+A parked call holds a slot until it is answered, and a peer that parks and
+disconnects never reads its answer. So two limits: one peer holds at most
+`max_parked_per_peer` slots (beyond, `busy`: the others go on), and no call
+stays parked longer than `max_park_seconds`, whatever timeout it asked for
+(`wait_timeout` then: boruta.Client asks in slices of 10 s and asks again,
+so it never notices). The second reaps the calls of gone peers without
+knowing they are gone: a ROUTER cannot tell which identity a disconnect
+was (that needs ZeroMQ's draft API), and probing a peer would send it a
+message it never asked for.
 """
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 from boruta.core.errors import BorutaError, WorkerNotAssignedError
 from boruta.core.types import ReqState
@@ -35,6 +45,16 @@ class ParkedCall:
     timeout: float | None
     states: frozenset[ReqState] = ALL_BUT_WAIT
     timer: asyncio.TimerHandle | None = None
+    owner: Hashable = None                     # whom the call counts against (owner_of)
+
+
+def peer_of(route: "Route") -> Hashable:
+    """Who a parked call counts against: the connection's ROUTER identity.
+
+    Once calls carry an authenticated user, a function returning the user
+    replaces this one (ParkedCalls(owner_of=...)), and the cap becomes per user.
+    """
+    return route[0]
 
 
 def request_ended(req_id: int, state: ReqState,
@@ -48,9 +68,12 @@ def not_assigned(req_id: int, state: ReqState) -> WorkerNotAssignedError:
 
 
 class ParkedCalls:
-    def __init__(self, app: "Server") -> None:
+    def __init__(self, app: "Server",
+                 owner_of: Callable[["Route"], Hashable] = peer_of) -> None:
         self.app = app
+        self.owner_of = owner_of
         self.by_request: dict[int, list[ParkedCall]] = {}
+        self.by_owner: dict[Hashable, int] = {}
         self.count = 0
 
     # ------------------------------------------------------------------ the two operations
@@ -83,13 +106,26 @@ class ParkedCalls:
     # ------------------------------------------------------------------ bookkeeping
     def _park(self, call: ParkedCall) -> Any:
         app = self.app
-        if self.count >= app.cfg.max_parked:
-            raise ServerBusyError(f"server busy: {self.count} calls already waiting")
+        cfg = app.cfg
+        if self.count >= cfg.max_parked:
+            raise ServerBusyError(f"server busy: {self.count} calls already waiting "
+                                  f"(max_parked {cfg.max_parked})")
+        owner = call.owner = self.owner_of(call.route)
+        mine = self.by_owner.get(owner, 0)
+        if mine >= cfg.max_parked_per_peer:
+            raise ServerBusyError(f"server busy: this peer already has {mine} calls waiting "
+                                  f"(max_parked_per_peer {cfg.max_parked_per_peer})")
+        self.by_owner[owner] = mine + 1
         self.by_request.setdefault(call.req_id, []).append(call)
         self.count += 1
-        if call.timeout is not None and app.loop is not None:
-            call.timer = app.loop.call_later(call.timeout, self._expire, call)
+        if app.loop is not None:
+            call.timer = app.loop.call_later(self._parked_for(call), self._expire, call)
         return PARKED
+
+    def _parked_for(self, call: ParkedCall) -> float:
+        """The caller's timeout, but never more than max_park_seconds."""
+        cap = self.app.cfg.max_park_seconds
+        return cap if call.timeout is None or call.timeout > cap else call.timeout
 
     def answer(self, call: ParkedCall, result: Any = None,
                error: BorutaError | None = None) -> None:
@@ -100,6 +136,12 @@ class ParkedCalls:
         if not waiting:
             del self.by_request[call.req_id]
         self.count -= 1
+        owner = call.owner
+        left = self.by_owner[owner] - 1
+        if left:
+            self.by_owner[owner] = left
+        else:
+            del self.by_owner[owner]
         if call.timer is not None:
             call.timer.cancel()
         self.app.client_endpoint.reply(call.route, call.msg_id, result=result, error=error)
@@ -110,8 +152,11 @@ class ParkedCalls:
             state = self.app.sched.request_state(call.req_id)
         except BorutaError:
             state = None
+        waited = self._parked_for(call)
+        capped = "" if waited == call.timeout else (
+            " (the server parks a call at most max_park_seconds: ask again)")
         self.answer(call, error=WaitTimeoutError(
-            f"request {call.req_id} still {state} after {call.timeout:g}s"))
+            f"request {call.req_id} still {state} after {waited:g}s{capped}"))
         self.app.after_turn()
 
     def wake(self, req_id: int, state: ReqState) -> None:

@@ -50,10 +50,13 @@ class LoopSocket:
     """
 
     def __init__(self, sock: zmq.Socket, handler: Handler, *, copy: bool = True,
-                 turn_max: int = 256, end_turn: Callable[[], None] = _nothing) -> None:
+                 turn_max: int = 256, end_turn: Callable[[], None] = _nothing,
+                 on_refused: Callable[[list[Any], zmq.ZMQError], None] | None = None
+                 ) -> None:
         self.sock = sock
         self.handler = handler
         self.end_turn = end_turn
+        self.on_refused = on_refused
         self.copy = copy
         self.turn_max = turn_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,6 +93,8 @@ class LoopSocket:
             send(frames[-1], zmq.NOBLOCK)
         except zmq.ZMQError as exc:     # zmq.Again (high-water mark), EHOSTUNREACH
             log.debug("send dropped: %s", exc)
+            if self.on_refused is not None:
+                self.on_refused(frames, exc)
             return False
         finally:
             if self._in_turn:
