@@ -144,3 +144,22 @@ def test_real_server_writes_audit_lines(server_factory, tmp_path: Path) -> None:
     assert docs[0]["ip"] == "127.0.0.1" and docs[0]["endpoint"] == "dryad"
     peers = {d["peer"] for d in docs[1:]}
     assert len(peers) == 1 and docs[0]["peer"] not in peers      # the client's connection
+
+
+def test_audit_file_and_audit_off_are_server_settings(server_factory, tmp_path: Path) -> None:  # noqa: F811
+    """`audit_file` sends the audit lines to their own file, none in the server log;
+    `audit = false` writes none at all."""
+    audit_path = tmp_path / "audit.log"
+    own = server_factory(audit_file=str(audit_path), log_level="info")
+    client = own.client()
+    req_id = client.new_request(unique_caps(), 4, queue_unsatisfiable=True)
+    wait_until(lambda: audit_path.exists() and f"req_id={req_id}" in audit_path.read_text(),
+               10, what="the audit line in its own file")
+    assert "op=new_request" in audit_path.read_text() and "op=new_request" not in own.log()
+
+    off = server_factory(audit="false", log_level="info")
+    client = off.client()
+    req_id = client.new_request(unique_caps(), 4, queue_unsatisfiable=True)
+    client.close_request(req_id)
+    wait_until(lambda: f"request {req_id} CANCELLED" in off.log(), 10, what="the close logged")
+    assert f"request {req_id} CANCELLED" in off.log() and "op=new_request" not in off.log()

@@ -401,7 +401,8 @@ def run_server(config: ServerConfig) -> int:
     The state lives in `default_state_dir()` unless the configuration names
     a state directory (or `:memory:`, which keeps nothing).
     """
-    setup_logging(config.log_level, config.log_format, config.log_file)
+    setup_logging(config.log_level, config.log_format, config.log_file, audit=config.audit,
+                  audit_path=config.audit_file)
     if config.state_dir is None:
         config = config.replace(state_dir=default_state_dir())
     try:

@@ -77,6 +77,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     log_file: str | None = None
+    audit: bool = True                         # one line per state-changing call (boruta.audit)
+    audit_file: str | None = None              # the audit log's own file; None: with the log
     state_dir: str | None = None               # durable state (SQLite); None: in memory
     state_sync: str = "full"                   # fsync policy: full | normal | off
     restart_grace: float = 60.0                # restored workers wait this long for dryads
