@@ -64,12 +64,22 @@ Data layout
   (8 B, except for a class's head) and a request-id -> slot open-addressing
   table of int32 (load <= 3/4, grown by half). No Python object per request or per class.
 
+Memory follows what is live, not what was ever seen: a cap's bit is
+reference-counted by the workers that have it and the trie nodes whose edge it
+is; a trie node by the classes on it and its children. When a class empties,
+its node and the ancestors nobody else uses are freed, and so are the bits
+nobody uses any more; freed node ids and bit numbers are reused (a bit's row is
+cleared then). So a request with strange caps costs nothing once it is gone,
+however many distinct keys requests have used. (A request's trie path holds
+its n caps in n nodes, each with its full bit set: n*n/2 ints, which is why
+the core caps the entries per request.) Groups and group sets are still
+interned for good: they come from worker groups and owner groups, which
+admins set, not from what any caller sends.
+
 Limits: priority 1..16 (4 bits), 0 <= seq < 2**36, at most 2**24 ready
 requests at once (slot bits), request ids fit in int64. The handle returned by
 `add_request` is `seq << 24 | slot` (a stale handle raises KeyError unless
-the same seq was reused). Interned caps/groups/group sets and trie nodes are
-never freed (bounded by the distinct strings and sets ever seen). Cap values
-must be hashable and not None.
+the same seq was reused). Cap values must be hashable and not None.
 """
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from libc.stdint cimport uint64_t, int64_t, int32_t, uint32_t
@@ -103,6 +113,7 @@ cdef Py_ssize_t WALK_LIMIT = 32
 cdef Py_ssize_t WALK_RATIO = 8
 
 cdef object NOPIN = object()
+cdef int32_t FREE_NODE = -2
 
 
 cdef inline uint64_t _mix(uint64_t x) noexcept nogil:
@@ -148,9 +159,10 @@ cdef inline Py_ssize_t _lower_pair(int32_t* a, Py_ssize_t lo, Py_ssize_t n,
 
 
 cdef struct Node:
-    int32_t parent
-    int32_t bit
+    int32_t parent           # free-list link when the node is free
+    int32_t bit              # the edge from the parent; FREE_NODE when free
     int32_t live             # unpinned classes in this subtree
+    int32_t ncls             # classes (pinned or not) on this very node
     int32_t nogroup          # unpinned class with these caps and no groups, or -1
     int32_t nc               # len(bits)
     int32_t nch
@@ -216,6 +228,9 @@ cdef class CompiledMatcher:
     cdef uint64_t* idle_row
     cdef uint64_t* all_row
     cdef dict cap_ids                # (key, value) -> bit
+    cdef list cap_keys               # bit -> (key, value), or None when free
+    cdef list cap_free               # free bit numbers, reused first
+    cdef int32_t* cap_refs           # bit -> workers having it + trie edges on it
     cdef dict grp_ids                # group -> gid
     cdef dict uuidcap_idx            # caps["UUID"] value -> list of _Worker
     cdef Py_ssize_t n_idle
@@ -241,8 +256,10 @@ cdef class CompiledMatcher:
     cdef Py_ssize_t heap_bytes
     # trie
     cdef Node* nodes
-    cdef Py_ssize_t nd_n
+    cdef Py_ssize_t nd_n             # node ids handed out (free ones included)
     cdef Py_ssize_t nd_cap
+    cdef int32_t nd_free             # free-list head of node ids, -1 if none
+    cdef Py_ssize_t nd_nfree
     cdef Py_ssize_t nd_bytes
     # group sets
     cdef dict gs_ids                 # tuple of sorted distinct gids -> gs id
@@ -283,6 +300,9 @@ cdef class CompiledMatcher:
         self.idle_row[0] = 0
         self.all_row[0] = 0
         self.cap_ids = {}
+        self.cap_keys = []
+        self.cap_free = []
+        self.cap_refs = <int32_t*>_realloc(NULL, 16 * sizeof(int32_t))
         self.grp_ids = {}
         self.uuidcap_idx = {}
         self.n_idle = 0
@@ -309,6 +329,8 @@ cdef class CompiledMatcher:
         self.nd_cap = 64
         self.nodes = <Node*>_realloc(NULL, self.nd_cap * sizeof(Node))
         self.nd_n = 0
+        self.nd_free = -1
+        self.nd_nfree = 0
         self.nd_bytes = 0
         self._new_node(-1, -1, 0)            # the root
         self.gs_ids = {(): 0}
@@ -335,6 +357,7 @@ cdef class CompiledMatcher:
     def __dealloc__(self):
         cdef Py_ssize_t i
         PyMem_Free(self.cap_rows)
+        PyMem_Free(self.cap_refs)
         PyMem_Free(self.grp_rows)
         PyMem_Free(self.idle_row)
         PyMem_Free(self.all_row)
@@ -369,17 +392,40 @@ cdef class CompiledMatcher:
 
     # ================================================================ interning
     cdef Py_ssize_t _intern_cap(self, object kv) except -1:
+        """The bit of a `(key, value)` cap; a new one starts with no reference
+        (the caller's worker or trie edge takes the first)."""
         cdef object b = self.cap_ids.get(kv)
         cdef Py_ssize_t n, newcap
         if b is not None:
             return b
-        n = len(self.cap_ids)
-        if n >= self.cap_rows_cap:
-            newcap = self.cap_rows_cap * 2
-            self.cap_rows = _grown_rows(self.cap_rows, self.cap_rows_cap, newcap, self.nwords)
-            self.cap_rows_cap = newcap
+        if self.cap_free:
+            n = self.cap_free.pop()
+            memset(self.cap_rows + n * self.nwords, 0, self.nwords * sizeof(uint64_t))
+            self.cap_keys[n] = kv
+        else:
+            n = len(self.cap_keys)
+            if n >= self.cap_rows_cap:
+                newcap = self.cap_rows_cap * 2
+                self.cap_rows = _grown_rows(self.cap_rows, self.cap_rows_cap, newcap, self.nwords)
+                self.cap_refs = <int32_t*>_realloc(self.cap_refs, newcap * sizeof(int32_t))
+                self.cap_rows_cap = newcap
+            self.cap_keys.append(kv)
+        self.cap_refs[n] = 0
         self.cap_ids[kv] = n
         return n
+
+    cdef inline void _cap_ref(self, Py_ssize_t bit) noexcept:
+        self.cap_refs[bit] += 1
+
+    cdef int _cap_unref(self, Py_ssize_t bit) except -1:
+        """Drop one reference; the last one frees the bit for reuse (no worker
+        has it any more; `_intern_cap` clears its row when it hands it out again)."""
+        self.cap_refs[bit] -= 1
+        if self.cap_refs[bit] == 0:
+            del self.cap_ids[self.cap_keys[bit]]
+            self.cap_keys[bit] = None
+            self.cap_free.append(bit)
+        return 0
 
     cdef Py_ssize_t _intern_grp(self, object g) except -1:
         cdef object b = self.grp_ids.get(g)
@@ -422,12 +468,16 @@ cdef class CompiledMatcher:
         cdef list bits = []
         cdef list gl
         cdef Py_ssize_t i
+        cdef Py_ssize_t b
         for k, v in c.items():
             if k == UUID_KEY:
                 continue
-            bits.append(self._intern_cap((k, v)))
+            b = self._intern_cap((k, v))
+            self._cap_ref(b)
+            bits.append(b)
         bits.sort()
         gl = sorted({self._intern_grp(g) for g in gs})
+        self._release_caps(w)                 # after the new ones hold theirs
         w.cbits = <int32_t*>_realloc(w.cbits, (len(bits) + 1) * sizeof(int32_t))
         w.cg = <int32_t*>_realloc(w.cg, (len(gl) + 1) * sizeof(int32_t))
         for i in range(len(bits)):
@@ -439,6 +489,15 @@ cdef class CompiledMatcher:
         w.penalty = len(c) + len(gs)
         w.uuidcap = c[UUID_KEY] if UUID_KEY in c else NOPIN
         return w
+
+    cdef int _release_caps(self, _Worker w) except -1:
+        """Drop w's references on its cap bits (its rows must be cleared already
+        or about to be rebuilt)."""
+        cdef int j
+        for j in range(w.nc):
+            self._cap_unref(w.cbits[j])
+        w.nc = 0
+        return 0
 
     cdef void _uuidcap_add(self, _Worker w):
         if w.uuidcap is not NOPIN:
@@ -560,6 +619,7 @@ cdef class CompiledMatcher:
             self.n_idle -= 1
             w.idle = False
         self.pend_workers.discard(w)
+        self._release_caps(w)
 
     def set_idle(self, uuid, idle):
         cdef _Worker w = self.workers[uuid]
@@ -772,19 +832,25 @@ cdef class CompiledMatcher:
         cdef Node* pn
         cdef int32_t nid
         cdef Py_ssize_t newcap
-        if self.nd_n >= self.nd_cap:
-            self.nodes = <Node*>_realloc(self.nodes,
-                                         (self.nd_cap + (self.nd_cap >> 1)) * sizeof(Node))
-            self.nd_cap += self.nd_cap >> 1
-        nid = <int32_t>self.nd_n
+        if self.nd_free >= 0:
+            nid = self.nd_free
+            self.nd_free = self.nodes[nid].parent
+            self.nd_nfree -= 1
+        else:
+            if self.nd_n >= self.nd_cap:
+                self.nodes = <Node*>_realloc(self.nodes,
+                                             (self.nd_cap + (self.nd_cap >> 1)) * sizeof(Node))
+                self.nd_cap += self.nd_cap >> 1
+            nid = <int32_t>self.nd_n
+            self.nd_n += 1
         nd = &self.nodes[nid]
         memset(nd, 0, sizeof(Node))
         nd.parent = parent
         nd.bit = bit
         nd.nogroup = -1
-        self.nd_n += 1
         if parent < 0:
             return nid
+        self._cap_ref(bit)
         pn = &self.nodes[parent]
         nd.nc = pn.nc + 1
         nd.bits = <int32_t*>_realloc(NULL, nd.nc * sizeof(int32_t))
@@ -803,6 +869,36 @@ cdef class CompiledMatcher:
         pn.ch[2 * pos + 1] = nid
         pn.nch += 1
         return nid
+
+    cdef int _release_node(self, int32_t nid) except -1:
+        """Free node nid if no class and no child uses it, then its parent likewise."""
+        cdef Node* nd
+        cdef Node* pn
+        cdef int32_t parent
+        cdef Py_ssize_t pos
+        while nid > 0:
+            nd = &self.nodes[nid]
+            if nd.ncls or nd.nch:
+                return 0
+            parent = nd.parent
+            pn = &self.nodes[parent]
+            pos = _lower_pair(pn.ch, 0, pn.nch, nd.bit)
+            pn.nch -= 1
+            if pos < pn.nch:
+                memmove(pn.ch + 2 * pos, pn.ch + 2 * (pos + 1), 2 * (pn.nch - pos) * sizeof(int32_t))
+            self.nd_bytes -= (nd.nc + 2 * nd.chcap + 2 * nd.gpcap) * sizeof(int32_t)
+            PyMem_Free(nd.bits)
+            PyMem_Free(nd.ch)
+            PyMem_Free(nd.gp)
+            self._cap_unref(nd.bit)
+            memset(nd, 0, sizeof(Node))
+            nd.bit = FREE_NODE
+            nd.nogroup = -1
+            nd.parent = self.nd_free
+            self.nd_free = nid
+            self.nd_nfree += 1
+            nid = parent
+        return 0
 
     cdef int32_t _find_node(self, int32_t* bits, Py_ssize_t nb) except -1:
         """The trie node of these sorted cap bits, created if need be."""
@@ -1012,6 +1108,7 @@ cdef class CompiledMatcher:
         rec.node = node
         rec.gs = gs
         rec.pin = pin
+        self.nodes[node].ncls += 1
         self.n_classes += 1
         self._ct_insert(<int32_t>cid)
         self._class_link(<int32_t>cid)
@@ -1019,8 +1116,11 @@ cdef class CompiledMatcher:
 
     cdef int _drop_class(self, int32_t cid) except -1:
         cdef ClassRec* rec
+        cdef int32_t node = self.cls[cid].node
         self._ct_delete(cid)
         self._class_unlink(cid)
+        self.nodes[node].ncls -= 1
+        self._release_node(node)
         rec = &self.cls[cid]
         PyMem_Free(rec.heap)
         self.heap_bytes -= rec.cap * sizeof(uint64_t)
@@ -1428,12 +1528,43 @@ cdef class CompiledMatcher:
                 + self.cl_cap * (sizeof(ClassRec) + sizeof(uint64_t)) + self.ct_cap * 4
                 + self.nd_cap * sizeof(Node) + self.nd_bytes + pins)
 
+    def _interned(self):
+        """How much interned state is live: cap bits, trie nodes (root included),
+        groups, group sets, pinned values. Tests watch these return to where they were."""
+        return {"caps": len(self.cap_ids), "nodes": self.nd_n - self.nd_nfree,
+                "groups": len(self.grp_ids), "group_sets": self.gs_n,
+                "pins": len(self.pin_ids)}
+
     def _check(self):
         """Tests only: verify the internal structures; raises AssertionError."""
         cdef Py_ssize_t cid, i, n = 0, slot, nid
         cdef ClassRec* rec
         cdef uint64_t x
+        cdef _Worker w
         live = [0] * self.nd_n
+        ncls = [0] * self.nd_n
+        refs = [0] * len(self.cap_keys)
+        for ow in self.workers.values():
+            w = <_Worker>ow
+            for i in range(w.nc):
+                refs[w.cbits[i]] += 1
+        free_nodes = set()
+        nid = self.nd_free
+        while nid >= 0:
+            assert self.nodes[nid].bit == FREE_NODE and nid not in free_nodes, nid
+            free_nodes.add(nid)
+            nid = self.nodes[nid].parent
+        assert len(free_nodes) == self.nd_nfree
+        for nid in range(1, self.nd_n):
+            if nid in free_nodes:
+                continue
+            refs[self.nodes[nid].bit] += 1
+            assert self.nodes[self.nodes[nid].parent].bit != FREE_NODE, nid
+        for i in range(len(self.cap_keys)):
+            kv = self.cap_keys[i]
+            assert (kv is None) == (refs[i] == 0) == (i in self.cap_free), (i, kv, refs[i])
+            assert kv is None or (self.cap_ids[kv] == i and self.cap_refs[i] == refs[i]), (i, kv)
+        assert len(self.cap_ids) + len(self.cap_free) == len(self.cap_keys)
         for cid in range(self.cl_used):
             rec = &self.cls[cid]
             if rec.gs < 0:
@@ -1447,6 +1578,8 @@ cdef class CompiledMatcher:
                 assert self.s_cls[slot] == cid and self.s_pos[slot] == i, (cid, i)
                 if i:
                     assert not self._lt(x, self._hget(cid, (i - 1) >> 1)), (cid, i)
+            assert rec.node not in free_nodes, cid
+            ncls[rec.node] += 1
             if rec.pin < 0:
                 nid = rec.node
                 while nid >= 0:
@@ -1454,7 +1587,12 @@ cdef class CompiledMatcher:
                     nid = self.nodes[nid].parent
         assert n == self.n_classes
         for nid in range(self.nd_n):
+            if nid in free_nodes:
+                continue
             assert live[nid] == self.nodes[nid].live, nid
+            assert ncls[nid] == self.nodes[nid].ncls, nid
+            # a node lives while a class or a child uses it (the root always)
+            assert nid == 0 or ncls[nid] or self.nodes[nid].nch, nid
         return True
 
 

@@ -426,3 +426,56 @@ def test_pins_and_class_ids_are_reused():
             comp.set_idle(uuid, False)
         assert comp._check()
         assert comp.ready_count() == ref.ready_count()
+
+
+@pytest.mark.parametrize("seed,tune", [(7, "default"), (8, "walking"), (9, "all-classes")])
+def test_caps_come_and_go_bits_and_nodes_are_reused(seed, tune):
+    # Keys rotate: each round brings caps never seen before and drops the old ones
+    # from workers and requests, so freed cap bits and trie nodes are reused by
+    # other caps while some survive. Same answers, sound structures, and the
+    # interned state follows what is live.
+    rng = random.Random(seed)
+    ref, comp = ReferenceMatcher(), CompiledMatcher()
+    if TUNES[tune]:
+        comp._tune(*TUNES[tune])
+    uuids = [f"w{i}" for i in range(12)]
+    for uuid in uuids:
+        for m in (ref, comp):
+            m.add_worker(uuid, {"UUID": uuid}, [])
+    handles: dict[int, int] = {}
+    next_id = 1
+    for rnd in range(30):
+        pool = [f"r{rnd - d}k{i}" for d in range(2) for i in range(6)]   # this round and the last
+        for uuid in rng.sample(uuids, 5):
+            caps = {"UUID": uuid, **{k: rng.choice("ab") for k in rng.sample(pool, 3)}}
+            ref.update_worker(uuid, caps, [])
+            comp.update_worker(uuid, caps, [])
+        for _ in range(rng.randint(3, 10)):
+            caps = {k: rng.choice("ab") for k in rng.sample(pool, rng.randint(0, 4))}
+            prio = rng.randint(1, 16)
+            ref.add_request(next_id, caps, [], prio, next_id)
+            handles[next_id] = comp.add_request(next_id, caps, [], prio, next_id)
+            next_id += 1
+        for req_id in rng.sample(sorted(handles), len(handles) // 3):
+            ref.remove_request(req_id)
+            comp.remove_request(handles.pop(req_id))
+        for uuid in rng.sample(uuids, 4):
+            ref.set_idle(uuid, True)
+            comp.set_idle(uuid, True)
+        made = ref.match()
+        assert comp.match() == made, rnd
+        for req_id, uuid in made:
+            del handles[req_id]
+            ref.set_idle(uuid, False)
+            comp.set_idle(uuid, False)
+        for caps, groups in SAT_PROBES + [({pool[0]: "a"}, []), ({pool[-1]: "b"}, [])]:
+            assert comp.satisfiable(caps, groups) == ref.satisfiable(caps, groups)
+        assert comp._check()
+    for req_id in list(handles):
+        ref.remove_request(req_id)
+        comp.remove_request(handles.pop(req_id))
+    for uuid in uuids:
+        ref.remove_worker(uuid)
+        comp.remove_worker(uuid)
+    assert comp._interned()["caps"] == 0 and comp._interned()["nodes"] == 1
+    assert comp._check()

@@ -313,3 +313,59 @@ def test_removing_pending_request(m):
     m.add_request(2, {}, [], 2, 2)
     m.remove_request(h)
     assert m.match() == [(2, "a")]
+
+
+def test_freed_cap_bits_are_reused_without_confusion(m):
+    # Caps nobody uses any more are forgotten and their bits handed to new caps:
+    # a worker or request must never inherit what the old cap meant.
+    m.add_worker("a", {"UUID": "a", "old": "1"}, [])
+    h = m.add_request(1, {"gone": "x"}, [], 1, 1)
+    m.remove_request(h)                       # "gone" had only this request
+    m.update_worker("a", {"UUID": "a"}, [])   # "old" had only this worker
+    m.add_worker("b", {"UUID": "b", "new": "2"}, [])
+    m.set_idle("a", True)
+    m.add_request(2, {"new": "2"}, [], 1, 2)
+    m.add_request(3, {"old": "1"}, [], 1, 3)
+    m.add_request(4, {"gone": "x"}, [], 1, 4)
+    assert m.match() == []
+    assert not m.satisfiable({"old": "1"}, []) and not m.satisfiable({"gone": "x"}, [])
+    m.set_idle("b", True)
+    assert m.match() == [(2, "b")]
+    m.update_worker("a", {"UUID": "a", "old": "1"}, [])
+    assert m.match() == [(3, "a")]
+    assert m.ready_count() == 1
+
+
+@pytest.mark.skipif(not _compiled_available(), reason="boruta._matcher not built")
+def test_compiled_memory_returns_after_requests_with_new_keys_close():
+    """1,000 requests, each with 64 keys never seen before, added (some served) and
+    removed: the interned caps and trie nodes return to their baseline, and the
+    matcher's C memory stops growing after the first round (it was quadratic in the
+    keys of a request, and kept for good)."""
+    from boruta._matcher import CompiledMatcher
+    m = CompiledMatcher()
+    for i in range(10):
+        m.add_worker(f"w{i}", {"UUID": f"w{i}", "device_type": f"t{i % 3}"}, ["g"])
+    m.set_idle("w0", True)
+    m.add_request(10**6, {"device_type": "t1"}, ["g"], 1, 0)   # stays: w0 is t0
+    assert m.match() == []
+    base = m._interned()
+    sizes = []
+    for rnd in range(4):
+        for r in range(250):
+            n = rnd * 250 + r
+            caps = {f"k{n}_{j}": "v" * j for j in range(63)}
+            caps["device_type"] = "t0" if n % 50 == 0 else "t2"
+            h = m.add_request(n + 1, caps, ["g"] if n % 2 else [], 1 + n % 16, n + 1)
+            if n == 0:
+                grown = m._interned()
+                assert (grown["caps"], grown["nodes"]) == (base["caps"] + 63, base["nodes"] + 64)
+            assert m.match() == []            # no worker has those keys
+            m.remove_request(h)
+        assert m._interned() == base
+        assert m._check()
+        sizes.append(m._memory_bytes())
+    assert sizes[1:] == sizes[:-1]
+    # what stayed still works: the waiting request goes to the first t1 worker
+    m.set_idle("w1", True)
+    assert m.match() == [(10**6, "w1")]

@@ -16,6 +16,12 @@ class SchedulerConfig:
     retention: float | None = 30 * 86400.0
     # The message a dryad shows on its OLED when put in maintenance.
     maintenance_message: str = "maintenance"
+    # The size of caps a request, a worker (its UUID counts) or a worker
+    # filter may have. A farm's real caps are a few dozen short pairs; the
+    # matcher's memory per request grows with the square of the entries.
+    max_caps_entries: int = 64
+    max_cap_key_length: int = 64          # characters
+    max_cap_value_length: int = 256       # characters
 
     def __post_init__(self) -> None:
         if self.default_deadline_months < 1:
@@ -26,3 +32,7 @@ class SchedulerConfig:
             raise ValueError("prolong_limit must not be negative")
         if self.retention is not None and not self.retention > 0:
             raise ValueError("retention must be positive")
+        for name in ("max_caps_entries", "max_cap_key_length", "max_cap_value_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer")

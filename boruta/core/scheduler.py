@@ -43,8 +43,8 @@ from boruta.core.records import Changes, Snapshot
 from boruta.core.types import (HI_PRIO, LATEST_TIMESTAMP, LO_PRIO, AccessInfo, JobInfo,
                                ListInfo, Paginator, ReqInfo, ReqState, RequestFilter, SortInfo,
                                UserInfo, WorkerFilter, WorkerInfo, WorkerState, to_datetime)
-from boruta.core.validation import (address_port, check_address, check_caps, check_groups,
-                                    check_int, check_time, check_worker_caps)
+from boruta.core.validation import (address_port, check_address, check_caps, check_caps_size,
+                                    check_groups, check_int, check_time, check_worker_caps)
 
 SECONDS_PER_DAY = 86_400
 _DEADLINE, _VALID_AFTER = int(TimerKind.DEADLINE), int(TimerKind.VALID_AFTER)
@@ -309,7 +309,7 @@ class Scheduler:
         """
         self.advance()
         now = self._now
-        wanted = check_caps(caps)
+        wanted = check_caps(caps, limits=self.config)
         check_int(priority, "priority")
         groups = self._owner_groups(owner)
         groups = self._groups_pool.setdefault(groups, groups)
@@ -490,6 +490,8 @@ class Scheduler:
         for req_id in old:
             del self._requests[req_id]
             self._dirty_requests.discard(req_id)
+        if old:     # the pool keeps only caps some request still has
+            self._caps_pool = {r.caps: r.caps for r in self._requests.values()}
         self._purged.extend(old)
         return len(old)
 
@@ -501,7 +503,7 @@ class Scheduler:
         goes to BUSY, on its way to MAINTENANCE.
         """
         self.advance()
-        uuid, checked = check_worker_caps(caps)
+        uuid, checked = check_worker_caps(caps, self.config)
         check_address(dryad_address, "dryad")
         check_address(ssh_address, "sshd")
         worker = self._workers.get(uuid)
@@ -559,6 +561,9 @@ class Scheduler:
         border_uuid = "" if paginator is None or paginator.id == 0 else paginator.id
         if not isinstance(border_uuid, str):
             raise BadArgumentError("paginator ID must be a worker UUID")
+        if isinstance(filter, WorkerFilter) and isinstance(filter.caps, Mapping):
+            # compared with every worker's caps: bounded as a worker's are
+            check_caps_size(filter.caps, "filter caps", self.config)
         return self._list(self._workers, border_uuid, "worker", filter, sorter, paginator,
                           WORKER_SORT_KEYS)
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from boruta.core.addresses import AddressError, split_host_port
+from boruta.core.config import SchedulerConfig
 from boruta.core.errors import (BadArgumentError, InvalidAddressError, MissingIPError,
                                 MissingPortError, MissingUUIDError)
 from boruta.core.types import (EARLIEST_TIME, EARLIEST_TIMESTAMP, LATEST_TIME,
@@ -15,18 +16,61 @@ from boruta.core.types import (EARLIEST_TIME, EARLIEST_TIMESTAMP, LATEST_TIME,
 TIME_WINDOW = f"from {iso(EARLIEST_TIME)} to {iso(LATEST_TIME)}"
 
 
-def check_caps(caps: Any, what: str = "caps") -> dict[str, str]:
-    """A mapping of non-empty string keys (without '=') to string values; copied."""
+DEFAULT_LIMITS = SchedulerConfig()      # the documented sizes, for callers without a config
+
+
+def check_caps(caps: Any, what: str = "caps",
+               limits: SchedulerConfig = DEFAULT_LIMITS) -> dict[str, str]:
+    """A mapping of non-empty string keys (without '=') to string values; copied.
+
+    Its size is bounded by `limits` (see `check_caps_size`).
+    """
     if not isinstance(caps, Mapping):
         raise BadArgumentError(f"{what} must be a map of strings to strings, not {type(caps).__name__}")
+    if len(caps) > limits.max_caps_entries:
+        _check_entries(caps, what, limits)
+    max_key, max_value = limits.max_cap_key_length, limits.max_cap_value_length
     out: dict[str, str] = {}
     for key, value in caps.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise BadArgumentError(f"{what} must map strings to strings: {key!r}={value!r}")
+            raise BadArgumentError(f"{what} must map strings to strings: "
+                                   f"{_shown(key)}={_shown(value)}")
         if not key or "=" in key:
-            raise BadArgumentError(f"{what} key {key!r} must be non-empty and contain no '='")
+            raise BadArgumentError(f"{what} key {_shown(key)} must be non-empty and contain no '='")
+        if len(key) > max_key or len(value) > max_value:     # inline: every new_request
+            _check_lengths(key, value, what, limits)
         out[key] = value
     return out
+
+
+def check_caps_size(caps: Mapping[Any, Any], what: str,
+                    limits: SchedulerConfig = DEFAULT_LIMITS) -> None:
+    """At most `max_caps_entries` entries, string keys and values no longer than
+    `max_cap_key_length` and `max_cap_value_length` characters.
+
+    Caps are interned and indexed by the matcher and compared with every
+    worker's, so what a caller may send is what a farm needs, not what a frame
+    can hold. The count is checked before any entry is looked at.
+    """
+    _check_entries(caps, what, limits)
+    for key, value in caps.items():
+        _check_lengths(key, value, what, limits)
+
+
+def _check_entries(caps: Mapping[Any, Any], what: str, limits: SchedulerConfig) -> None:
+    if len(caps) > limits.max_caps_entries:
+        raise BadArgumentError(f"{what} have {len(caps)} entries; at most "
+                               f"{limits.max_caps_entries} are allowed (max_caps_entries)")
+
+
+def _check_lengths(key: Any, value: Any, what: str, limits: SchedulerConfig) -> None:
+    if isinstance(key, str) and len(key) > limits.max_cap_key_length:
+        raise BadArgumentError(f"{what} key {_shown(key)} is {len(key)} characters long; at most "
+                               f"{limits.max_cap_key_length} are allowed (max_cap_key_length)")
+    if isinstance(value, str) and len(value) > limits.max_cap_value_length:
+        raise BadArgumentError(f"{what} value of {_shown(key)} is {len(value)} characters long; "
+                               f"at most {limits.max_cap_value_length} are allowed "
+                               "(max_cap_value_length)")
 
 
 def check_groups(groups: Any, what: str = "groups") -> tuple[str, ...]:
@@ -86,8 +130,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_worker_caps(caps: Any) -> tuple[str, dict[str, str]]:
-    checked = check_caps(caps)
+def check_worker_caps(caps: Any,
+                      limits: SchedulerConfig = DEFAULT_LIMITS) -> tuple[str, dict[str, str]]:
+    """A worker's caps (see `check_caps`; its UUID counts as one entry) and its UUID."""
+    checked = check_caps(caps, limits=limits)
     uuid = checked.get(UUID_KEY)
     if not uuid:
         raise MissingUUIDError()
