@@ -6,7 +6,10 @@ it, the same tests simply run against it too.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
+import zmq
 
 from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
@@ -44,3 +47,11 @@ def sched(clock: ManualClock, config: SchedulerConfig, matcher_kind: str) -> Sch
 def farm(sched: Scheduler) -> InProcessFarm:
     """The scheduler with a shell that answers its effects only when the test says so."""
     return InProcessFarm(sched, auto_complete=False)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    """A ZeroMQ context for raw sockets in a test, destroyed (linger 0) at teardown."""
+    context = zmq.Context()
+    yield context
+    context.destroy(0)

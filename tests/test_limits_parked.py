@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import zmq
@@ -14,13 +14,6 @@ from boruta.transport import codec
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(0)
 
 
 def peer(ctx: zmq.Context, server: ServerProcess) -> zmq.Socket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid as uuidlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import msgpack
 import pytest
@@ -19,13 +19,6 @@ from boruta.transport.loopsocket import LoopSocket
 from e2e_helpers import ServerProcess, server_factory, unique_caps  # noqa: F401
 
 MB = 1 << 20
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(0)
 
 
 # ---------------------------------------------------------------------- one reply
