@@ -19,3 +19,16 @@ def test_access_info_repr_holds_no_key() -> None:
 def test_access_info_equality_still_sees_the_key() -> None:
     a = AccessInfo("u", KEY, "w")
     assert a == AccessInfo("u", KEY, "w") and a != AccessInfo("u", KEY + "x", "w")
+
+
+def test_a_state_directory_readable_by_others_is_made_private(tmp_path, caplog) -> None:
+    from boruta.server.store import Store
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)                                    # whatever the umask
+    store = Store(state)
+    try:
+        assert state.stat().st_mode & 0o777 == 0o700
+        assert "made it 0700" in caplog.text
+    finally:
+        store.close()

@@ -149,6 +149,7 @@ class Store:
                                            check_same_thread=False)
             else:
                 self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _keep_private(self.state_dir)
                 if lock:
                     self._take_lock()
                 if not self.path.exists():
@@ -594,3 +595,17 @@ def _move_times_into_window(record: dict[str, Any], path: Path) -> None:
                     "read as the window's nearest end", record["id"],
                     extra={"fields": {"state_db": str(path), "request": record["id"],
                                       **{name: repr(value) for name, value in moved.items()}}})
+
+
+def _keep_private(state_dir: Path) -> None:
+    """The state directory holds private job keys: 0700, even when it was made before us
+    with looser modes (an operator's `mkdir`); the change is logged, never silent."""
+    mode = state_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        try:
+            state_dir.chmod(0o700)
+        except OSError as exc:
+            raise StoreError(f"state directory {state_dir} is readable by others (mode "
+                             f"{mode:o}) and cannot be made private: {exc}") from None
+        log.warning("state directory %s was mode %o; made it 0700 (it holds private keys)",
+                    state_dir, mode)
