@@ -60,6 +60,8 @@ def _remember(memo: dict[Any, str], value: Any, encoded: str) -> str:
 def _text_value(value: Any) -> str:
     """A value as one word: quoted (JSON string) when it is empty, has spaces, quotes,
     `=` or anything unprintable (a line feed from a peer never starts a new line)."""
+    if type(value) is int:
+        return str(value)
     known = _text_memo.get(value) if type(value) is str else None
     if known is not None:
         return known
@@ -99,17 +101,38 @@ def _pct(text: str) -> str:
     return text.replace("%", "%%")
 
 
+TEMPLATES_MAX = 4096       # run templates kept per formatter (one per distinct run key)
+
+
 def _run_lines(runs: list[Run], value: Callable[[Any], str], start: str,
                middle: Callable[[str], str], key: Callable[[str], str],
-               tail: Callable[[Mapping[str, Any]], str]) -> str:
+               tail: Callable[[Mapping[str, Any]], str], templates: dict[Any, Any],
+               head: tuple[Any, ...]) -> str:
     """Each row of each run as a line: `start` TIME `middle(msg)`, then `key(k)` VALUE for
-    its own fields (None ones left out), then `tail(shared fields)`. A run of one field
-    that is never None is one %-format per line, of a template made once per run."""
+    its own fields (None ones left out), then `tail(shared fields)`.
+
+    What a run shares is formatted once per distinct run (`templates`, keyed by
+    `head`, the message, the shared fields and the row keys), not once per run: a
+    busy server's audit has a run per call when peers interleave. A run of one
+    field that is never None is then one %-format per line."""
     iso, lines = _iso, []
     for msg, shared, keys, rows in runs:
-        mid, end, prefixes = middle(msg), tail(dict(shared)), [key(k) for k in keys]
-        if len(keys) == 1 and not any(row[1] is None for row in rows):
-            tmpl = f"{_pct(start)}%s{_pct(mid)}{_pct(prefixes[0])}%s{_pct(end)}"
+        cache_key = (head, msg, shared, keys)
+        try:
+            made = templates.get(cache_key)
+        except TypeError:                       # an unhashable shared value: not cached
+            cache_key, made = None, None
+        if made is None:
+            mid, end, prefixes = middle(msg), tail(dict(shared)), [key(k) for k in keys]
+            tmpl = (f"{_pct(start)}%s{_pct(mid)}{_pct(prefixes[0])}%s{_pct(end)}"
+                    if len(keys) == 1 else None)
+            made = (mid, end, prefixes, tmpl)
+            if cache_key is not None:
+                if len(templates) >= TEMPLATES_MAX:
+                    templates.clear()
+                templates[cache_key] = made
+        mid, end, prefixes, tmpl = made
+        if tmpl is not None and not any(row[1] is None for row in rows):
             lines += [tmpl % (iso(at), value(v)) for at, v in rows]     # the audit's case
             continue
         for row in rows:
@@ -119,6 +142,10 @@ def _run_lines(runs: list[Run], value: Callable[[Any], str], start: str,
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._templates: dict[Any, Any] = {}
+
     def format(self, record: logging.LogRecord) -> str:
         runs = _runs(record)
         if runs is not None:
@@ -126,7 +153,7 @@ class TextFormatter(logging.Formatter):
             return _run_lines(runs, _text_value, "", lambda msg: f" {level} {msg}",
                               lambda k: f" {k}=",
                               lambda shared: f" {words}" if (words := text_fields(shared))
-                              else "")
+                              else "", self._templates, (level,))
         line = self._line(_ts(record), record.levelname, record.getMessage(),
                           getattr(record, "fields", None) or {})
         if record.exc_info:
@@ -140,6 +167,10 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._templates: dict[Any, Any] = {}
+
     def format(self, record: logging.LogRecord) -> str:
         runs = _runs(record)
         if runs is not None:
@@ -148,7 +179,7 @@ class JsonFormatter(logging.Formatter):
             return _run_lines(runs, value, '{"ts":"', lambda msg: f'{head},"msg":{value(msg)}',
                               lambda k: f",{value(k)}:",
                               lambda shared: f",{members}}}" if (members := json_members(shared))
-                              else "}")
+                              else "}", self._templates, (record.levelname, record.name))
         doc: dict[str, Any] = {"ts": _ts(record), "level": record.levelname.lower(),
                                "logger": record.name, "msg": record.getMessage()}
         for key, value in (getattr(record, "fields", None) or {}).items():

@@ -39,7 +39,7 @@ class Captured:
         handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
         self.logger.addHandler(handler)
         table = CLIENT_OPS if endpoint == "client" else DRYAD_OPS
-        self.audit = AuditLog(endpoint, table, logger=self.logger)
+        self.audit = AuditLog(endpoint, table, logger=self.logger, flush_delay=0)
 
     def lines(self) -> list[str]:
         return self.stream.getvalue().splitlines()
@@ -233,3 +233,28 @@ def test_audit_off(tmp_path: Path, restore_logging: None) -> None:
     _audit_once()
     logging.getLogger(LOGGER_NAME).handlers[0].flush()
     assert log.read_text() == ""
+
+
+def test_a_burst_is_written_together_after_the_flush_delay() -> None:
+    """With a flush delay, the lines of several turns wait, then go out as one record;
+    nothing is lost, and the order is the calls' order."""
+    cap = Captured()
+    cap.audit.flush_delay = 0.01
+    writes: list[int] = []
+    cap.logger.addFilter(lambda record: writes.append(len(record.runs)) or True)
+    op = CLIENT_OPS["new_request"]
+
+    async def turns() -> tuple[list[str], list[str]]:
+        for n in range(1, 4):
+            cap.audit.record(op, call(PEER), {}, {"id": n})
+            await asyncio.sleep(0)                          # a turn ends
+        early = cap.lines()
+        deadline = asyncio.get_running_loop().time() + 5
+        while not cap.lines() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        return early, cap.lines()
+
+    early, late = asyncio.run(turns())
+    assert early == []
+    assert [json.loads(line)["req_id"] for line in late] == [1, 2, 3]
+    assert writes == [1]                                    # one run, one record, three lines

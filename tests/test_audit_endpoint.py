@@ -12,6 +12,7 @@ import zmq
 
 from boruta.core.errors import BorutaError
 from boruta.logs import JsonFormatter
+from boruta.server.audit import FLUSH_DELAY
 from boruta.server.app import Server
 from boruta.server.config import ServerConfig
 from boruta.transport import codec
@@ -59,7 +60,7 @@ def lines() -> Iterator[Lines]:
 
 def serve(calls: list[tuple[bytes, str, str, dict[str, Any]]]) -> None:
     """Feed (peer, endpoint, op, args) to a fresh in-memory server, one turn, then let the
-    loop run its next iteration (when the audit writes)."""
+    loop run until the audit's batches are written (FLUSH_DELAY after they began)."""
     async def run() -> None:
         server = Server(ServerConfig())
         server.loop = asyncio.get_running_loop()
@@ -72,8 +73,9 @@ def serve(calls: list[tuple[bytes, str, str, dict[str, Any]]]) -> None:
             else:
                 server.client_endpoint.on_frames([peer, frame])
         server.outbox.flush_now()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        # The batches' timers were set before this sleep's, for earlier: they run first,
+        # in the order the batches began.
+        await asyncio.sleep(FLUSH_DELAY * 2)
     asyncio.run(run())
 
 

@@ -245,6 +245,8 @@ class Server:
         if self._timer is not None:
             self._timer.cancel()
         self.outbox.close()                       # the last turn's changes and replies
+        for endpoint in (self.client_endpoint, self.dryad_endpoint):
+            endpoint.audit.flush()                # the last audit lines
         self.jobs.close_all()
         self.keys.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
