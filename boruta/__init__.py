@@ -11,8 +11,8 @@ from boruta.core import __all__ as _core_all
 from boruta.core import errors as _errors
 from boruta.core.errors import *  # noqa: F401,F403
 from boruta.transport import errors as _wire_errors
-from boruta.transport.async_client import AsyncClient
-from boruta.transport.client import Client
+from boruta.transport.async_client import AsyncClient  # noqa: F401 - in __all__
+from boruta.transport.client import Client  # noqa: F401 - in __all__
 from boruta.transport.errors import *  # noqa: F401,F403
 
 __version__ = "0.3.0"

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import click
 
-from boruta.cli.output import format_duration
+from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError
 
 EXIT_OK = 0

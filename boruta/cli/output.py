@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from boruta.cli.parse import UNIT_SECONDS
+from boruta.core.durations import format_duration
 from boruta.core.types import ListInfo, ReqInfo, WorkerInfo, iso
 from boruta.transport.documents import request_out, worker_out
 
@@ -87,29 +87,6 @@ def access_doc(host: str, port: int, username: str, key_file: str,
 
 # --------------------------------------------------------------------------- people
 
-_UNITS = sorted(UNIT_SECONDS.items(), key=lambda item: -item[1])    # d, h, m, s
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds for people: `1s` (not 0.999999s), `2.5s`, `0.25s`, `10m`, `1h30m`, `2d`.
-
-    Under a minute: two significant decimals below 1s, one below 10s, whole
-    seconds above. From a minute on: whole seconds, in d, h, m and s parts.
-    """
-    value = float(seconds)
-    if value < 0:
-        return "-" + format_duration(-value)
-    digits = 2 if value < 1 else 1 if value < 10 else 0
-    rounded = round(value, digits)
-    if rounded < 60:
-        return f"{rounded:g}s"
-    left = round(value)
-    parts = []
-    for unit, size in _UNITS:
-        count, left = divmod(left, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
 
 
 def make_console(stream: TextIO | None = None) -> Console:

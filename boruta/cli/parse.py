@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from boruta.core.addresses import AddressError
+from boruta.core.durations import UNIT_SECONDS
 from boruta.core.errors import ConfigError
 from boruta.core.types import (
     ReqState,
@@ -26,7 +27,6 @@ from boruta.transport.addresses import CLIENT_ENDPOINT, parse_endpoint
 
 SERVER_ENV = "BORUTA_SERVER"
 
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # The longest duration accepted: longer than anyone means to wait, and short enough
 # that every clock and socket timeout below can still count it.
 MAX_DURATION_DAYS = 3650

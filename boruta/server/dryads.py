@@ -19,8 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from boruta.core.errors import (BadArgumentError, BorutaError, InMaintenanceError,
-                                NotFoundError)
+from boruta.core.durations import format_duration
+from boruta.core.errors import (
+    BadArgumentError,
+    BorutaError,
+    InMaintenanceError,
+    NotFoundError,
+)
 from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.core.types import WorkerState
 from boruta.server.endpoint import Call, Route
@@ -143,7 +148,7 @@ class DryadRegistry:
             try:
                 return await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
-                raise DryadError(f"no reply to {op} within {timeout:g}s") from None
+                raise DryadError(f"no reply to {op} within {format_duration(timeout)}") from None
         finally:
             self._pending.pop(cmd_id, None)
 

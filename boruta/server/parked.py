@@ -21,6 +21,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
+from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError, WorkerNotAssignedError
 from boruta.core.types import ReqState
 from boruta.transport import documents
@@ -156,7 +157,7 @@ class ParkedCalls:
         capped = "" if waited == call.timeout else (
             " (the server parks a call at most max_park_seconds: ask again)")
         self.answer(call, error=WaitTimeoutError(
-            f"request {call.req_id} still {state} after {waited:g}s{capped}"))
+            f"request {call.req_id} still {state} after {format_duration(waited)}{capped}"))
         self.app.after_turn()
 
     def wake(self, req_id: int, state: ReqState) -> None:

@@ -21,10 +21,15 @@ from typing import Any, Mapping
 
 import zmq
 
+from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError
 from boruta.transport import calls, codec
 from boruta.transport.addresses import CLIENT_ENDPOINT, EVENTS_PORT, endpoint_with_port
-from boruta.transport.errors import ServerUnreachableError, WaitTimeoutError, error_from_wire
+from boruta.transport.errors import (
+    ServerUnreachableError,
+    WaitTimeoutError,
+    error_from_wire,
+)
 from boruta.transport.events import EventStream, topics
 from boruta.transport.operations import CLIENT_OPS, Operation
 
@@ -61,7 +66,7 @@ class ClientBase:
         maybe = "" if declared is not None and declared.idempotent else \
             " (the call may or may not have been carried out)"
         return ServerUnreachableError(
-            f"no answer from {self.endpoint} to {op} within {budget:g}s{what}{maybe}")
+            f"no answer from {self.endpoint} to {op} within {format_duration(budget)}{what}{maybe}")
 
 
 @calls.with_operations(calls.sync_method)

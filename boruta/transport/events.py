@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError
 from boruta.transport import codec
 from boruta.transport.errors import ServerUnreachableError, WaitTimeoutError
@@ -110,12 +111,13 @@ class EventStream:
             if deadline is not None and deadline - time.monotonic() < wait:
                 wait, limited = deadline - time.monotonic(), True
                 if wait <= 0:
-                    raise WaitTimeoutError(f"no event within {timeout:g}s")
+                    raise WaitTimeoutError(f"no event within {format_duration(timeout)}")
             if not self.sock.poll(max(1, int(wait * 1000)), zmq.POLLIN):
                 if limited:
-                    raise WaitTimeoutError(f"no event within {timeout:g}s")
+                    raise WaitTimeoutError(f"no event within {format_duration(timeout)}")
                 raise ServerUnreachableError(
-                    f"the event stream at {self.endpoint} was silent for {self.idle_limit:g}s")
+                    f"the event stream at {self.endpoint} was silent for "
+                    f"{format_duration(self.idle_limit)}")
             doc = _event(_split(self.sock.recv_multipart())[1])
             if doc is None:
                 continue
@@ -174,7 +176,7 @@ class AsyncEventStream:
             except asyncio.TimeoutError:
                 raise ServerUnreachableError(
                     f"the event stream at {self.endpoint} was silent for "
-                    f"{self.idle_limit:g}s") from None
+                    f"{format_duration(self.idle_limit)}") from None
             doc = _event(_split(frames)[1])
             if doc is not None:
                 return doc
