@@ -18,7 +18,8 @@ import pytest
 
 from boruta import __version__ as BORUTA_VERSION
 from boruta.core.errors import BorutaError
-from e2e_helpers import ROOT, ServerProcess, shared_server, unique_caps, wait_until  # noqa: F401
+from e2e_helpers import (ROOT, ServerProcess, child_env, shared_server,  # noqa: F401
+                         unique_caps, wait_until)
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +36,7 @@ class Run:
 
 
 def _env(server: str | None, cwd: Path) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               HOME=str(cwd))                       # no client.toml of the person running tests
+    env = dict(child_env(), HOME=str(cwd))        # no client.toml of the person running tests
     env.pop("BORUTA_SERVER", None)
     if server is not None:
         env["BORUTA_SERVER"] = server
