@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from bench import memory
 from bench import scenarios as sc
 
 # Sizes: S1 (W, R); S2/S3 (W, R, events); S4 (W, R).
@@ -334,7 +335,7 @@ def run_s4(table: Table, W: int, R: int, budget: float, have_compiled: bool,
             # O(R*W) match pass per new_request: budgeted.
             limit = budget if (level == "scheduler" and kind == "reference") else None
             _progress(f"S4 {level} {mode} {kind} W={W} R={R} (fresh subprocess)")
-            results[(level, mode, kind)] = sc.s4_run(level, kind, W, R, budget=limit, mode=mode)
+            results[(level, mode, kind)] = memory.s4_run(level, kind, W, R, budget=limit, mode=mode)
     raw.append({"scenario": "S4", "W": W, "R": R,
                 "results": {"/".join(k): v for k, v in results.items()}})
 
