@@ -141,19 +141,33 @@ def _run_lines(runs: list[Run], value: Callable[[Any], str], start: str,
     return "\n".join(lines)
 
 
-class TextFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """A record with `runs` (the audit's batches) is many lines; any other is one."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._templates: dict[Any, Any] = {}
+        self._templates: dict[Any, Any] = {}     # what each distinct run shares, formatted
 
     def format(self, record: logging.LogRecord) -> str:
         runs = _runs(record)
-        if runs is not None:
-            level = record.levelname
-            return _run_lines(runs, _text_value, "", lambda msg: f" {level} {msg}",
-                              lambda k: f" {k}=",
-                              lambda shared: f" {words}" if (words := text_fields(shared))
-                              else "", self._templates, (level,))
+        return self._format_runs(record, runs) if runs is not None else self._format_one(record)
+
+    def _format_runs(self, record: logging.LogRecord, runs: list[Run]) -> str:
+        raise NotImplementedError
+
+    def _format_one(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
+
+class TextFormatter(_Formatter):
+    def _format_runs(self, record: logging.LogRecord, runs: list[Run]) -> str:
+        level = record.levelname
+        return _run_lines(runs, _text_value, "", lambda msg: f" {level} {msg}",
+                          lambda k: f" {k}=",
+                          lambda shared: f" {words}" if (words := text_fields(shared)) else "",
+                          self._templates, (level,))
+
+    def _format_one(self, record: logging.LogRecord) -> str:
         line = self._line(_ts(record), record.levelname, record.getMessage(),
                           getattr(record, "fields", None) or {})
         if record.exc_info:
@@ -166,20 +180,16 @@ class TextFormatter(logging.Formatter):
         return f"{ts} {level} {msg} {words}" if words else f"{ts} {level} {msg}"
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._templates: dict[Any, Any] = {}
+class JsonFormatter(_Formatter):
+    def _format_runs(self, record: logging.LogRecord, runs: list[Run]) -> str:
+        value = _json_value
+        head = f'","level":{value(record.levelname.lower())},"logger":{value(record.name)}'
+        return _run_lines(runs, value, '{"ts":"', lambda msg: f'{head},"msg":{value(msg)}',
+                          lambda k: f",{value(k)}:",
+                          lambda shared: f",{members}}}" if (members := json_members(shared))
+                          else "}", self._templates, (record.levelname, record.name))
 
-    def format(self, record: logging.LogRecord) -> str:
-        runs = _runs(record)
-        if runs is not None:
-            value = _json_value
-            head = f'","level":{value(record.levelname.lower())},"logger":{value(record.name)}'
-            return _run_lines(runs, value, '{"ts":"', lambda msg: f'{head},"msg":{value(msg)}',
-                              lambda k: f",{value(k)}:",
-                              lambda shared: f",{members}}}" if (members := json_members(shared))
-                              else "}", self._templates, (record.levelname, record.name))
+    def _format_one(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {"ts": _ts(record), "level": record.levelname.lower(),
                                "logger": record.name, "msg": record.getMessage()}
         for key, value in (getattr(record, "fields", None) or {}).items():
