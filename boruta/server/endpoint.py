@@ -38,7 +38,6 @@ log = logging.getLogger("boruta.server")
 Route = tuple[bytes, tuple[bytes, ...]]      # the peer's identity, the envelope prefix
 PEEK_LIMIT = 4096                            # bytes a rate-limited frame is read for its id
 Handler = Callable[["Call", dict[str, Any]], Any]
-NOT_A_LIST = object()                        # the paginator of an operation without one
 
 
 @dataclass(slots=True)
@@ -187,9 +186,9 @@ class Endpoint:
         else:
             self.audit.record(op, call, args, result)
             if result is not PARKED:
-                paginator = args.get("paginator", NOT_A_LIST)
-                self.reply(route, msg_id, result=result, backward=None
-                           if paginator is NOT_A_LIST else _backward(paginator))
+                # A list (its declaration has a paginator) may be cut to fit a reply.
+                self.reply(route, msg_id, result=result, backward=_backward(
+                    args["paginator"]) if "paginator" in op.known else None)
         self._after_turn()
 
 
