@@ -133,6 +133,48 @@ class WrongListDirectionError(BorutaError):
     default_message = "unknown direction (valid: forward or backward)"
 
 
+class ForbiddenError(BorutaError):
+    """The caller's user may not do this (not the request's owner, not an admin)."""
+
+    code = "forbidden"
+    default_message = "forbidden"
+
+
+class PriorityNotAllowedError(BorutaError):
+    """A priority outside the range the caller's user may use."""
+
+    code = "priority_not_allowed"
+    default_message = "priority outside your allowed range"
+
+
+class TooManyOpenRequestsError(BorutaError):
+    """The caller's user has as many open (waiting or running) requests as allowed."""
+
+    code = "too_many_requests"
+    default_message = "too many open requests"
+
+
+class UnknownUserError(BorutaError):
+    """A call on a connection whose key no user holds (any more)."""
+
+    code = "unknown_user"
+    default_message = "this key belongs to no user"
+
+
+class NotEnrolledError(BorutaError):
+    """A dryad registering a worker its key was not enrolled for."""
+
+    code = "not_enrolled"
+    default_message = "this dryad's key is not enrolled for that worker"
+
+
+class AlreadyExistsError(BorutaError):
+    """A user or an enrolment that is already there."""
+
+    code = "already_exists"
+    default_message = "already exists"
+
+
 class ConfigError(BorutaError, ValueError):
     """A configuration file, flag or variable that cannot be used; says which and why.
 

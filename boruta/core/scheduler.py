@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
@@ -73,14 +74,18 @@ def _month_shift_days(day: int, months: int) -> int:
     return (first + timedelta(days=moment.day - 1) - moment).days
 
 
+OPEN_STATES = frozenset({ReqState.WAIT, ReqState.INPROGRESS})
+
+
 class _Request:
     __slots__ = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
-                 "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at")
+                 "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at", "owner")
 
     def __init__(self, req_id: int, priority: int, groups: tuple[str, ...],
                  caps: tuple[tuple[str, str], ...], valid_after: float, deadline: float,
-                 seq: int) -> None:
+                 seq: int, owner: str = "") -> None:
         self.id = req_id
+        self.owner = owner                   # the owner's name, interned (shared)
         self.priority = priority
         self.groups = groups
         self.caps = caps                     # interned sorted items, shared: never mutate
@@ -98,7 +103,7 @@ class _Request:
         job = None
         if self.job_worker is not None and self.job_timeout is not None:
             job = JobInfo(self.job_worker, to_datetime(self.job_timeout))
-        return ReqInfo(self.id, self.priority, UserInfo(self.groups),
+        return ReqInfo(self.id, self.priority, UserInfo(self.groups, self.owner),
                        to_datetime(self.deadline), to_datetime(self.valid_after),
                        self.state, job, dict(self.caps))
 
@@ -147,6 +152,8 @@ class Scheduler:
         # have a few thousand distinct ones (memory: S4).
         self._caps_pool: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
         self._groups_pool: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Open (waiting or running) requests per owner's name, for per-user caps.
+        self._open_by_owner: dict[str, int] = {}
         self._now = self.clock.now()
         # What changed since the last drain_changes(), for the durable store.
         self._dirty_requests: set[int] = set()
@@ -268,11 +275,20 @@ class Scheduler:
         return req
 
     def _end_request(self, req: _Request, state: ReqState, reason: str) -> None:
+        if req.state in OPEN_STATES:
+            self._closed_one(req.owner)
         req.state = state
         req.ended_at = self._now
         self._timers.superseded()             # its deadline, at least, means nothing now
         self._dirty_requests.add(req.id)
         self._effects.append(effects.RequestChanged(req.id, state, reason, req.job_worker))
+
+    def _closed_one(self, owner: str) -> None:
+        left = self._open_by_owner.get(owner, 0) - 1
+        if left > 0:
+            self._open_by_owner[owner] = left
+        else:
+            self._open_by_owner.pop(owner, None)
 
     def _finish_job(self, req: _Request, state: ReqState, reason: str) -> None:
         """Normal end of a job: DONE, tunnel closed, worker prepared afresh."""
@@ -313,6 +329,7 @@ class Scheduler:
         check_int(priority, "priority")
         groups = self._owner_groups(owner)
         groups = self._groups_pool.setdefault(groups, groups)
+        owner_name = self._owner_name(owner)
         valid_ts = check_time(valid_after, "valid_after")
         deadline_ts = check_time(deadline, "deadline")
         if deadline_ts is not None and deadline_ts < now:
@@ -330,8 +347,9 @@ class Scheduler:
                 "No matching worker: no registered worker has these capabilities and groups")
         self._last_id += 1
         req = _Request(self._last_id, priority, groups, self._intern_caps(wanted),
-                       valid_ts, deadline_ts, next(self._seq))
+                       valid_ts, deadline_ts, next(self._seq), owner_name)
         self._requests[req.id] = req
+        self._open_by_owner[owner_name] = self._open_by_owner.get(owner_name, 0) + 1
         self._dirty_requests.add(req.id)
         self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, "created"))
         self._timers.push(deadline_ts, TimerKind.DEADLINE, req.id)
@@ -340,6 +358,22 @@ class Scheduler:
         else:
             self._timers.push(valid_ts, TimerKind.VALID_AFTER, req.id)
         return req.id
+
+    @staticmethod
+    def _owner_name(owner: Any) -> str:
+        if owner is None:
+            return ""
+        if not isinstance(owner.name, str):
+            raise BadArgumentError("owner name must be a string")
+        return sys.intern(owner.name)
+
+    def open_requests(self, owner: str) -> int:
+        """How many requests of `owner` (a name) are waiting or running."""
+        return self._open_by_owner.get(owner, 0)
+
+    def request_owner(self, req_id: int) -> str:
+        """The name of a request's owner ("" if filed before users existed); not_found."""
+        return self._get_request(req_id).owner
 
     @staticmethod
     def _owner_groups(owner: Any) -> tuple[str, ...]:
@@ -767,7 +801,7 @@ class Scheduler:
                 "caps": dict(req.caps), "valid_after": req.valid_after,
                 "deadline": req.deadline, "state": str(req.state), "job_worker": req.job_worker,
                 "job_timeout": req.job_timeout, "seq": req.seq, "prolongs": req.prolongs,
-                "ended_at": req.ended_at}
+                "ended_at": req.ended_at, "owner": req.owner}
 
     @staticmethod
     def _worker_record(worker: _Worker) -> dict[str, Any]:
@@ -828,6 +862,7 @@ class Scheduler:
         caps_of: dict[int, tuple[tuple[str, str], ...]] = {}
         groups_of: dict[int, tuple[str, ...]] = {}
         pool, books = self._caps_pool, self._requests
+        open_by_owner, intern = self._open_by_owner, sys.intern
         added = 0
         for rec in records:
             if rec["id"] in books:
@@ -843,8 +878,11 @@ class Scheduler:
                 group_tuple = groups_of[id(groups)] = self._groups_pool.setdefault(group_tuple,
                                                                                    group_tuple)
             req = _Request(rec["id"], rec["priority"], group_tuple, interned,
-                           rec["valid_after"], rec["deadline"], rec["seq"])
+                           rec["valid_after"], rec["deadline"], rec["seq"],
+                           intern(rec.get("owner") or ""))
             req.state = states[rec["state"]]
+            if req.state in OPEN_STATES:
+                open_by_owner[req.owner] = open_by_owner.get(req.owner, 0) + 1
             req.job_worker, req.job_timeout = rec["job_worker"], rec["job_timeout"]
             req.prolongs, req.ended_at = rec["prolongs"], rec["ended_at"]
             books[req.id] = req

@@ -98,7 +98,11 @@ def to_timestamp(value: datetime) -> float:
 
 @dataclass(frozen=True)
 class UserInfo:
+    """A request's owner: the groups their requests carry and their name (our addition:
+    the authenticated user who filed it; "" for requests filed before users existed)."""
+
     groups: tuple[str, ...] = ()
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class ReqInfo:
             "priority": self.priority,
             "state": str(self.state),
             "caps": dict(self.caps),
-            "owner": {"groups": list(self.owner.groups)},
+            "owner": {"name": self.owner.name, "groups": list(self.owner.groups)},
             "valid_after": iso(self.valid_after),
             "deadline": iso(self.deadline),
             "job": None if self.job is None else {
@@ -193,11 +197,13 @@ class RequestFilter:
     ids: tuple[int, ...] = ()
     priorities: tuple[int, ...] = ()
     states: tuple[ReqState, ...] = ()
+    owners: tuple[str, ...] = ()         # owners' names (our addition: `request list --mine`)
 
     def match(self, req: ReqInfo) -> bool:
         return ((not self.ids or req.id in self.ids)
                 and (not self.priorities or req.priority in self.priorities)
-                and (not self.states or req.state in self.states))
+                and (not self.states or req.state in self.states)
+                and (not self.owners or req.owner.name in self.owners))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,227 @@
+"""Users: who may call the farm, with which keys, and within which limits.
+
+A user is known by the CurveZMQ public keys their clients connect with (the
+server reads the key of each call from the connection, so a call cannot
+claim to be someone else). A user's record carries what the server enforces
+for them: their role (an admin manages the farm), the groups their requests
+carry (which restrict the workers they may get), the range of priorities
+they may ask for, and how many open requests they may hold at once.
+
+Pure data and rules, no I/O: the server keeps the book in its store.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from boruta.core.errors import (AlreadyExistsError, BadArgumentError, NotFoundError,
+                                PriorityNotAllowedError, TooManyOpenRequestsError)
+from boruta.core.names import USER_NAME_RULE, is_user_name
+from boruta.core.validation import check_groups, check_int
+
+HIGHEST_PRIORITY, LOWEST_PRIORITY = 1, 16
+ALL_PRIORITIES = (HIGHEST_PRIORITY, LOWEST_PRIORITY)
+DEFAULT_MAX_OPEN = 1000            # open (waiting or running) requests a new user may hold
+MAX_KEYS_PER_USER = 16
+UNLIMITED_OPEN = 1 << 31           # the bootstrap admin's cap: none to speak of
+Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                ".-:+=^!/*?&<>()[]{}@%$#")
+_Z85_VALUE = {c: i for i, c in enumerate(Z85_ALPHABET)}
+PUBLIC_KEY_LENGTH = 40             # a 32-byte CurveZMQ key in Z85
+
+
+class Role(str, enum.Enum):
+    USER = "user"
+    ADMIN = "admin"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def is_public_key(text: object) -> bool:
+    """Whether `text` is a CurveZMQ public key in Z85 (40 characters, each 5 a 32-bit word)."""
+    if not isinstance(text, str) or len(text) != PUBLIC_KEY_LENGTH:
+        return False
+    for start in range(0, PUBLIC_KEY_LENGTH, 5):
+        value = 0
+        for char in text[start:start + 5]:
+            digit = _Z85_VALUE.get(char)
+            if digit is None:
+                return False
+            value = value * 85 + digit
+        if value > 0xFFFFFFFF:
+            return False
+    return True
+
+
+def check_public_key(text: Any, what: str = "key") -> str:
+    """`text` if it is a public key (is_public_key), else BadArgumentError naming `what`."""
+    if not is_public_key(text):
+        shown = repr(text)[:60] if isinstance(text, str) else type(text).__name__
+        raise BadArgumentError(
+            f"{what}: {shown} is not a CurveZMQ public key (40 characters of Z85)")
+    return text
+
+
+def check_user_name(name: Any, what: str = "name") -> str:
+    if not is_user_name(name):
+        shown = repr(name)[:60] if isinstance(name, str) else type(name).__name__
+        raise BadArgumentError(f"{what}: {shown} is not a user name ({USER_NAME_RULE})")
+    return name
+
+
+def check_priorities(value: Any) -> tuple[int, int]:
+    """[highest, lowest] a user may ask for: 1 <= highest <= lowest <= 16."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise BadArgumentError("priorities must be a pair [highest, lowest], e.g. [4, 16]")
+    high, low = (check_int(v, "priorities") for v in value)
+    if not HIGHEST_PRIORITY <= high <= low <= LOWEST_PRIORITY:
+        raise BadArgumentError(f"priorities: [{high}, {low}] is not a range within "
+                               f"[{HIGHEST_PRIORITY}, {LOWEST_PRIORITY}] (highest first)")
+    return high, low
+
+
+def check_max_open(value: Any) -> int:
+    """How many open requests a user may hold (0 and more)."""
+    value = check_int(value, "max_open")
+    if value < 0:
+        raise BadArgumentError(f"max_open must not be negative: {value}")
+    return value
+
+
+def check_keys(keys: Any) -> tuple[str, ...]:
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+        raise BadArgumentError("keys must be a list of public keys")
+    if not 1 <= len(keys) <= MAX_KEYS_PER_USER:
+        raise BadArgumentError(f"a user holds 1 to {MAX_KEYS_PER_USER} keys, not {len(keys)}")
+    return tuple(dict.fromkeys(check_public_key(k, "keys") for k in keys))
+
+
+def check_role(value: Any) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise BadArgumentError(f"role: {str(value)[:40]!r} (use user or admin)") from None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    keys: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+    role: Role = Role.USER
+    priorities: tuple[int, int] = ALL_PRIORITIES
+    max_open: int = DEFAULT_MAX_OPEN
+
+    @property
+    def admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def check_priority(self, priority: int) -> None:
+        """PriorityNotAllowedError unless this user may ask for `priority`."""
+        high, low = self.priorities
+        if not high <= priority <= low:
+            raise PriorityNotAllowedError(
+                f"priority {priority} is outside the range user {self.name!r} may use "
+                f"({high} .. {low}; 1 is the highest)")
+
+    def check_open(self, open_now: int) -> None:
+        """TooManyOpenRequestsError when this user already holds `max_open` open requests."""
+        if open_now >= self.max_open:
+            raise TooManyOpenRequestsError(
+                f"user {self.name!r} has {open_now} open requests, the most allowed "
+                f"(close some, or ask an admin to raise max_open)")
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"name": self.name, "keys": list(self.keys), "groups": list(self.groups),
+                "role": self.role.value, "priorities": list(self.priorities),
+                "max_open": self.max_open}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> "User":
+        """A user from its document, every field checked (BadArgumentError names the bad one)."""
+        if not isinstance(doc, Mapping):
+            raise BadArgumentError("a user is a map")
+        unknown = set(doc) - set(USER_FIELDS)
+        if unknown:
+            raise BadArgumentError(f"unknown user field {sorted(unknown)[0]!r}")
+        if "name" not in doc or "keys" not in doc:
+            raise BadArgumentError("a user needs a name and at least one key")
+        return cls(check_user_name(doc["name"]), check_keys(doc["keys"]),
+                   check_groups(doc.get("groups"), "groups"),
+                   check_role(doc.get("role", Role.USER.value)),
+                   check_priorities(doc.get("priorities", ALL_PRIORITIES)),
+                   check_max_open(doc.get("max_open", DEFAULT_MAX_OPEN)))
+
+
+USER_FIELDS = ("name", "keys", "groups", "role", "priorities", "max_open")
+
+
+class UserBook:
+    """Every user, found by name or by any of their keys."""
+
+    def __init__(self, users: Iterable[User] = ()) -> None:
+        self._users: dict[str, User] = {}
+        self._by_key: dict[str, User] = {}
+        for user in users:
+            self.add(user)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def by_key(self, key: str | None) -> User | None:
+        """The user holding `key` (the call's connection's key), or None."""
+        return self._by_key.get(key) if key is not None else None
+
+    def get(self, name: str) -> User:
+        user = self._users.get(name)
+        if user is None:
+            raise NotFoundError(f"User {name!r}")
+        return user
+
+    def users(self) -> list[User]:
+        return [self._users[name] for name in sorted(self._users)]
+
+    def add(self, user: User) -> User:
+        if user.name in self._users:
+            raise AlreadyExistsError(f"user {user.name!r} already exists")
+        self._check_keys_free(user)
+        self._put(user)
+        return user
+
+    def update(self, name: str, changes: Mapping[str, Any]) -> User:
+        """The user with `changes` (document fields; a None value leaves a field as it is)."""
+        old = self.get(name)
+        doc = old.to_doc()
+        doc.update({k: v for k, v in changes.items() if v is not None})
+        new = User.from_doc(doc)
+        self._check_keys_free(new, except_name=name)
+        self._remove(old)
+        self._put(new)
+        return new
+
+    def remove(self, name: str) -> User:
+        user = self.get(name)
+        self._remove(user)
+        return user
+
+    def holds_key(self, key: str) -> bool:
+        return key in self._by_key
+
+    def _check_keys_free(self, user: User, except_name: str | None = None) -> None:
+        for key in user.keys:
+            holder = self._by_key.get(key)
+            if holder is not None and holder.name != except_name:
+                raise AlreadyExistsError(f"key {key[:8]}... already belongs to user {holder.name!r}")
+
+    def _put(self, user: User) -> None:
+        self._users[user.name] = user
+        for key in user.keys:
+            self._by_key[key] = user
+
+    def _remove(self, user: User) -> None:
+        del self._users[user.name]
+        for key in user.keys:
+            self._by_key.pop(key, None)
+
