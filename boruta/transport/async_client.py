@@ -2,7 +2,10 @@
 
 Same operations, errors and retry rules as `boruta.Client` (both read the
 operation table); replies are matched to calls by message ID by one reader
-task.
+task. One more task watches the socket's handshake: it wakes only on a
+connection's events, and a failed handshake fails every call in flight with
+its error (KeyRefusedError, ServerKeyMismatchError) and drops the socket,
+which ZeroMQ would not use again. The calls themselves do no monitor work.
 """
 from __future__ import annotations
 
@@ -14,25 +17,34 @@ import zmq.asyncio
 
 from boruta.core.errors import BorutaError
 from boruta.transport import calls, codec
-from boruta.transport.addresses import CLIENT_ENDPOINT
 from boruta.transport.client import ClientBase
+from boruta.transport.credentials import Credentials
 from boruta.transport.errors import WaitTimeoutError, error_from_wire
 from boruta.transport.events import AsyncEventStream, topics
+from boruta.transport.handshake import HandshakeWatch
 from boruta.transport.operations import Operation
+
+
+#: How long a call whose send found no peer waits for the handshake's verdict.
+AGAIN_WAIT = 0.5
 
 
 @calls.with_operations(calls.async_method)
 class AsyncClient(ClientBase):
     """asyncio client. Its operation methods are coroutines (docs/protocol.md lists them)."""
 
-    def __init__(self, endpoint: str = CLIENT_ENDPOINT, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, endpoint: str | None = None, timeout: float = 5.0, retries: int = 3,
                  events_endpoint: str | None = None, *, park_slice: float = calls.PARK_SLICE,
-                 context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(endpoint, timeout, retries, events_endpoint, park_slice=park_slice)
+                 context: zmq.asyncio.Context | None = None,
+                 credentials: Credentials | None = None) -> None:
+        super().__init__(endpoint, timeout, retries, events_endpoint, park_slice=park_slice,
+                         credentials=credentials)
         self._own_ctx = context is None
         self._ctx = context
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch: HandshakeWatch | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
 
     def _socket(self) -> zmq.asyncio.Socket:
@@ -41,10 +53,40 @@ class AsyncClient(ClientBase):
                 self._ctx = zmq.asyncio.Context()
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.credentials is not None:
+                self.credentials.apply(sock)
+            self._watch = HandshakeWatch(sock, self.endpoint, self.credentials)
             sock.connect(self.endpoint)
             self._sock = sock
             self._reader = asyncio.create_task(self._read(sock))
+            self._watcher = asyncio.create_task(self._watch_handshake(self._watch))
         return self._sock
+
+    async def _watch_handshake(self, watch: HandshakeWatch) -> None:
+        """Fail the calls in flight when the handshake fails, and drop the socket."""
+        error = await watch.failure()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        if self._watch is watch:
+            await self._drop_socket()
+
+    async def _drop_socket(self) -> None:
+        """Forget the socket at once (the next call makes a fresh one), then close it."""
+        sock, watch, tasks = self._sock, self._watch, (self._watcher, self._reader)
+        self._sock = self._watch = self._watcher = self._reader = None
+        current = asyncio.current_task()
+        for task in tasks:
+            if task is not None and task is not current:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        if watch is not None:
+            watch.close()
+        if sock is not None:
+            sock.close(0)
 
     async def _read(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -82,6 +124,11 @@ class AsyncClient(ClientBase):
                     await sock.send_multipart([codec.request_frame(msg_id, op, args)],
                                               flags=zmq.DONTWAIT)
                 except zmq.Again:
+                    # No peer to send to: a failed handshake (its watcher fails this call
+                    # at once) or a full queue (wait a little before the next attempt).
+                    await asyncio.wait({fut}, timeout=min(budget, AGAIN_WAIT))
+                    if fut.done():
+                        return fut.result()
                     continue
                 try:
                     return await asyncio.wait_for(fut, budget)
@@ -111,21 +158,12 @@ class AsyncClient(ClientBase):
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
         stream = AsyncEventStream(self._ctx, self.events_endpoint,
-                                  topics(request_id, worker_uuid))
+                                  topics(request_id, worker_uuid), credentials=self.credentials)
         await stream.sync(self.timeout * self.retries)
         return stream
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._reader = None
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        await self._drop_socket()
         if self._own_ctx and self._ctx is not None:
             self._ctx.destroy(0)
             self._ctx = None

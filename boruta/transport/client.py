@@ -12,12 +12,20 @@ call's slice, a healthcheck's dryad). Reads are resent up to `retries`
 attempts in all, on a fresh socket each time; calls that change state are
 sent once, because a lost reply does not say whether they were carried out.
 No answer: `ServerUnreachableError` (code "unreachable").
+
+Identity: with `credentials` every socket is a CURVE client; without an
+endpoint the client config says where the server is and with which keys
+(boruta.transport.credentials). CURVE refuses a bad key by silence, so each
+socket's handshake is watched (boruta.transport.handshake): a refused key or
+a server key that does not match is raised at once (`KeyRefusedError`,
+`ServerKeyMismatchError`), not after the timeout.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Self
 
 import zmq
 
@@ -25,31 +33,53 @@ from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError
 from boruta.transport import calls, codec
 from boruta.transport.addresses import CLIENT_ENDPOINT, EVENTS_PORT, endpoint_with_port
+from boruta.transport.credentials import Credentials, load_client_config
 from boruta.transport.errors import (
     ServerUnreachableError,
     WaitTimeoutError,
     error_from_wire,
 )
 from boruta.transport.events import EventStream, topics
+from boruta.transport.handshake import HandshakeWatch
 from boruta.transport.operations import CLIENT_OPS, Operation
 
 
 class ClientBase:
-    """What both clients share: settings, message IDs, attempts, the event endpoint."""
+    """What both clients share: settings, message IDs, attempts, the event endpoint.
 
-    def __init__(self, endpoint: str = CLIENT_ENDPOINT, timeout: float = 5.0, retries: int = 3,
+    `endpoint` None: the client config (its server, events endpoint and
+    credentials, unless `credentials` is given) decides, see `from_config`.
+    """
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 5.0, retries: int = 3,
                  events_endpoint: str | None = None, *,
-                 park_slice: float = calls.PARK_SLICE) -> None:
+                 park_slice: float = calls.PARK_SLICE,
+                 credentials: Credentials | None = None) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         if not park_slice > 0:
             raise ValueError("park_slice must be positive")
+        if endpoint is None:
+            config = load_client_config()
+            endpoint = config.server or CLIENT_ENDPOINT
+            events_endpoint = events_endpoint or config.events
+            credentials = credentials or config.credentials
         self.endpoint = endpoint
+        self.credentials = credentials
         self.timeout = float(timeout)
         self.retries = max(1, int(retries))
         self._events_endpoint = events_endpoint
         self.park_slice = park_slice
         self._ids = itertools.count(1)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **kw: Any) -> Self:
+        """A client as the client config file says (default: client_config_path()), with
+        $BORUTA_SERVER, $BORUTA_SERVER_KEY and $BORUTA_KEY_FILE over it; `kw` as __init__."""
+        config = load_client_config(path)
+        kw.setdefault("events_endpoint", config.events)
+        kw.setdefault("credentials", config.credentials)
+        return cls(config.server or CLIENT_ENDPOINT, **kw)
 
     @property
     def events_endpoint(self) -> str:
@@ -73,12 +103,15 @@ class ClientBase:
 class Client(ClientBase):
     """Blocking client. Its operation methods are listed in docs/protocol.md."""
 
-    def __init__(self, endpoint: str = CLIENT_ENDPOINT, timeout: float = 5.0, retries: int = 3,
+    def __init__(self, endpoint: str | None = None, timeout: float = 5.0, retries: int = 3,
                  events_endpoint: str | None = None, *, park_slice: float = calls.PARK_SLICE,
-                 context: zmq.Context | None = None) -> None:
-        super().__init__(endpoint, timeout, retries, events_endpoint, park_slice=park_slice)
+                 context: zmq.Context | None = None,
+                 credentials: Credentials | None = None) -> None:
+        super().__init__(endpoint, timeout, retries, events_endpoint, park_slice=park_slice,
+                         credentials=credentials)
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._watch: HandshakeWatch | None = None
         self._streams: list[EventStream] = []
 
     # ------------------------------------------------------------------ plumbing
@@ -86,11 +119,17 @@ class Client(ClientBase):
         if self._sock is None:
             sock = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.credentials is not None:
+                self.credentials.apply(sock)
+            self._watch = HandshakeWatch(sock, self.endpoint, self.credentials)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
 
     def _reset(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -106,13 +145,24 @@ class Client(ClientBase):
             try:
                 sock.send(codec.request_frame(msg_id, op, args), zmq.DONTWAIT)
             except zmq.Again:
-                self._reset()
+                try:
+                    if self._watch is not None:
+                        self._watch.check()      # a failed handshake leaves no peer
+                finally:
+                    self._reset()
                 continue
+            assert self._watch is not None
             deadline = time.monotonic() + budget
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                if left <= 0:
                     break
+                try:
+                    if not self._watch.poll(max(1, int(left * 1000))):
+                        continue                     # a harmless monitor event
+                except BorutaError:
+                    self._reset()                    # ZeroMQ gives up on that socket
+                    raise
                 try:
                     env = codec.decode(sock.recv_multipart()[-1])
                 except BorutaError:
@@ -146,7 +196,7 @@ class Client(ClientBase):
                worker_uuid: str | None = None) -> EventStream:
         """Iterator of event documents; both filters given = either matches."""
         stream = EventStream(self._ctx, self.events_endpoint, topics(request_id, worker_uuid),
-                             self.timeout * self.retries)
+                             self.timeout * self.retries, credentials=self.credentials)
         self._streams.append(stream)
         return stream
 

@@ -108,6 +108,25 @@ class WaitTimeoutError(ServerUnreachableError):
     default_message = "timeout passed while waiting"
 
 
+class HandshakeError(BorutaError):
+    """The CURVE handshake failed (base class): ZeroMQ would retry in silence, so the
+    client says why. Client-side only: the server never sends these codes."""
+
+
+class KeyRefusedError(HandshakeError):
+    """The server does not know our public key (no user or dryad holds it)."""
+
+    code = "key_refused"
+    default_message = "the server refused our key: ask an admin to add it (boruta admin user add)"
+
+
+class ServerKeyMismatchError(HandshakeError):
+    """The server is not the one whose key we hold, or one of us does not use CURVE."""
+
+    code = "server_key_mismatch"
+    default_message = "the server's key does not match (or the server does not use CURVE)"
+
+
 _ERROR_TABLE: dict[str, type[BorutaError]] | None = None
 
 
