@@ -9,6 +9,7 @@ import pytest
 
 import boruta
 from boruta.core.errors import BadArgumentError, BorutaError
+from boruta.server.admin_operations import AdminOperations
 from boruta.server.client_operations import ClientOperations
 from boruta.server.dryads import DryadRegistry
 from boruta.server.endpoint import handlers_for
@@ -19,11 +20,13 @@ from boruta.transport.operations import (ALL_TABLES, CLIENT_OPS, DRYAD_OPS, SERV
                                          Endpoint, markdown_block)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
-CLIENT_PLUMBING = {"call", "perform", "events", "close", "events_endpoint"}
+KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"      # a CurveZMQ public key (ZeroMQ's example)
+CLIENT_PLUMBING = {"call", "perform", "events", "close", "events_endpoint", "from_config"}
 
 
 def test_every_client_and_dryad_operation_has_exactly_one_handler() -> None:
-    client_handlers = handlers_for(CLIENT_OPS, ClientOperations.__new__(ClientOperations))
+    client_handlers = handlers_for(CLIENT_OPS, ClientOperations.__new__(ClientOperations),
+                                   AdminOperations.__new__(AdminOperations))
     assert set(client_handlers) == set(CLIENT_OPS)
     dryad_handlers = handlers_for(DRYAD_OPS, DryadRegistry.__new__(DryadRegistry))
     assert set(dryad_handlers) == set(DRYAD_OPS)
@@ -42,7 +45,10 @@ def test_a_handler_object_that_does_not_match_the_table_is_refused() -> None:
             return None
 
     with pytest.raises(TypeError, match=r"not declared \['reboot'\]"):
-        handlers_for(CLIENT_OPS, Extra.__new__(Extra))
+        handlers_for(CLIENT_OPS, Extra.__new__(Extra), AdminOperations.__new__(AdminOperations))
+    with pytest.raises(TypeError, match=r"not declared \['ping'\]"):     # served twice
+        handlers_for(CLIENT_OPS, ClientOperations.__new__(ClientOperations),
+                     AdminOperations.__new__(AdminOperations), Missing())
 
 
 @pytest.mark.parametrize("cls", [Client, AsyncClient])
@@ -64,7 +70,7 @@ def test_client_methods_are_the_table(cls: type) -> None:
 def test_client_encodes_what_the_server_converts() -> None:
     """Every argument a client sends with its defaults is accepted by the declaration."""
     samples = {"caps": {"device_type": "rpi4"}, "priority": 4, "req_id": 7, "uuid": "u-1",
-               "state": "idle", "timeout": 1.5}
+               "state": "idle", "timeout": 1.5, "name": "alice", "key": KEY, "keys": [KEY]}
     for op in CLIENT_OPS.values():
         values = {arg.python_name: samples[arg.python_name]
                   for arg in op.args if arg.required}

@@ -84,6 +84,13 @@ def as_str_list(name: str, value: Any) -> list[str]:
     return items
 
 
+def as_int_list(name: str, value: Any) -> list[int]:
+    items = as_list(name, value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise _fail(name, "a list of integers", value)
+    return items
+
+
 def as_seconds(name: str, value: Any) -> float:
     """A duration: a non-negative finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -205,20 +212,25 @@ def request_filter_in(name: str, value: Any) -> RequestFilter | None:
     if value is None:
         return None
     spec = as_map(name, value)
-    _only(name, spec, {"ids", "priorities", "states"})
+    _only(name, spec, {"ids", "priorities", "states", "owners"})
     ids = tuple(as_int(f"{name}.ids", i) for i in as_list(f"{name}.ids", spec.get("ids") or []))
     prios = tuple(as_int(f"{name}.priorities", p)
                   for p in as_list(f"{name}.priorities", spec.get("priorities") or []))
     states = _states(f"{name}.states", spec.get("states"), parse_req_state)
-    return RequestFilter(ids=ids, priorities=prios, states=states)
+    owners = tuple(as_str_list(f"{name}.owners", spec.get("owners") or []))
+    return RequestFilter(ids=ids, priorities=prios, states=states, owners=owners)
 
 
 def request_filter_out(flt: RequestFilter | None) -> dict[str, Any] | None:
     if flt is None:
         return None
-    return {"ids": list(flt.ids), "priorities": list(flt.priorities),
-            "states": [str(ReqState(s)) if not isinstance(s, ReqState) else str(s)
-                       for s in flt.states]}
+    doc: dict[str, Any] = {
+        "ids": list(flt.ids), "priorities": list(flt.priorities),
+        "states": [str(ReqState(s)) if not isinstance(s, ReqState) else str(s)
+                   for s in flt.states]}
+    if flt.owners:          # only when given: a server from before owners refuses the field
+        doc["owners"] = list(flt.owners)
+    return doc
 
 
 def worker_filter_in(name: str, value: Any) -> WorkerFilter | None:

@@ -27,13 +27,17 @@ def request_in(doc: Mapping[str, Any]) -> ReqInfo:
     job = doc.get("job")
     return ReqInfo(
         id=int(doc["id"]), priority=int(doc["priority"]),
-        owner=UserInfo(tuple((doc.get("owner") or {}).get("groups") or ())),
+        owner=_owner_in(doc.get("owner") or {}),
         deadline=as_time("deadline", doc["deadline"]),
         valid_after=as_time("valid_after", doc["valid_after"]),
         state=ReqState(doc["state"]),
         job=None if job is None else JobInfo(job["worker_uuid"],
                                              as_time("timeout", job["timeout"])),
         caps=dict(doc.get("caps") or {}))
+
+
+def _owner_in(owner: Mapping[str, Any]) -> UserInfo:
+    return UserInfo(tuple(owner.get("groups") or ()), str(owner.get("name") or ""))
 
 
 def worker_out(info: WorkerInfo) -> dict[str, Any]:

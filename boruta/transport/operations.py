@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
-from boruta.core.errors import (BadArgumentError, BorutaError, DeadlineInThePastError,
+from boruta.core.errors import (AlreadyExistsError, BadArgumentError, BorutaError, DeadlineInThePastError,
                                 ForbiddenStateChangeError, InMaintenanceError,
                                 InvalidAddressError, InvalidTimeRangeError, MissingIPError,
                                 MissingPortError, MissingUUIDError, ModificationForbiddenError,
@@ -50,9 +50,11 @@ class Endpoint(str, enum.Enum):
 class Access(str, enum.Enum):
     """Who may call an operation.
 
-    Today every peer that reaches an endpoint may call all of its
-    operations; the declaration is here so that authorisation has one place
-    to read when users exist.
+    The server's endpoint enforces it for every call (boruta.server.
+    authorisation): ANYONE is every authenticated user, OWNER the request's
+    owner or an admin, ADMIN an admin; DRYAD is a dryad enrolled for the
+    worker it speaks of. A server run with `insecure = true` treats every
+    peer as an admin.
     """
 
     ANYONE = "anyone"          # a read
@@ -201,8 +203,9 @@ CLIENT = Endpoint.CLIENT
 # Operations of the client endpoint (upstream's Requests and Workers sets, plus ping).
 CLIENT_OPS: dict[str, Operation] = _table(
     Operation(
-        "ping", CLIENT, "The server's version, protocol, matcher and endpoints.",
-        result='{"server", "protocol", "matcher", "endpoints", "heartbeat_interval"}',
+        "ping", CLIENT, "The server's version, protocol, matcher and endpoints; who you are.",
+        result='{"server", "protocol", "matcher", "endpoints", "heartbeat_interval", "secure", '
+               '"user": {"name", "role"}}',
         idempotent=True),
     Operation(
         "new_request", CLIENT, "File a request for a worker; answers its new ID.",
@@ -286,6 +289,51 @@ CLIENT_OPS: dict[str, Operation] = _table(
         args=(_uuid(),), errors=(NotFoundError, DryadError), access=Access.ADMIN,
         reply_within=30.0, decode=_nothing),
 )
+
+# Farm administration (our addition): users and dryad enrolments, admins only.
+def _user_args(required_keys: bool) -> tuple[Arg, ...]:
+    unchanged = "" if required_keys else " (nil: unchanged)"
+    return (Arg("name", "string", a.as_str, True, "the user's name (a POSIX user name)"),
+            Arg("keys", "strings", a.as_str_list if required_keys else a.opt(a.as_str_list),
+                required_keys, "their CurveZMQ public keys (Z85)" + unchanged,
+                encode=encode_list),
+            Arg("groups", "strings", a.opt(a.as_str_list),
+                doc="groups their requests carry" + (unchanged or " (nil: none)"),
+                encode=encode_list),
+            Arg("role", "string", a.opt(a.as_str), doc="user or admin" + (unchanged or
+                                                                         " (nil: user)")),
+            Arg("priorities", "ints", a.opt(a.as_int_list),
+                doc="[highest, lowest] priority they may use" + (unchanged or " (nil: [1, 16])"),
+                encode=encode_list),
+            Arg("max_open", "int", a.opt(a.as_int),
+                doc="open requests they may hold" + (unchanged or " (nil: 1000)")))
+
+
+_NAME = Arg("name", "string", a.as_str, True, "the user's name")
+_USER_ERRORS = (AlreadyExistsError, NotFoundError)
+
+ADMIN_OPS: dict[str, Operation] = _table(
+    Operation("user_add", CLIENT, "Add a user (keys, groups, role, priorities, open cap).",
+              args=_user_args(True), result="user", errors=(AlreadyExistsError,),
+              access=Access.ADMIN),
+    Operation("user_set", CLIENT, "Change a user's keys, groups, role, priorities or cap.",
+              args=_user_args(False), result="user", errors=_USER_ERRORS,
+              access=Access.ADMIN),
+    Operation("user_remove", CLIENT, "Remove a user (their connections are refused from now).",
+              args=(_NAME,), errors=(NotFoundError,), access=Access.ADMIN, decode=_nothing),
+    Operation("user_list", CLIENT, "Every user, by name.", result="list of users",
+              idempotent=True, access=Access.ADMIN),
+    Operation("dryad_enroll", CLIENT, "Let a dryad's public key register one worker UUID.",
+              args=(_uuid("the worker's UUID"),
+                    Arg("key", "string", a.as_str, True, "the dryad's CurveZMQ public key")),
+              result='{"uuid", "key"}', errors=(AlreadyExistsError,), access=Access.ADMIN),
+    Operation("dryad_revoke", CLIENT, "Forget a worker's enrolled key (its dryad is refused).",
+              args=(_uuid("the worker's UUID"),), errors=(NotFoundError,),
+              access=Access.ADMIN, decode=_nothing),
+    Operation("dryad_list", CLIENT, "Every enrolment, by UUID.", result='list of {"uuid", "key"}',
+              idempotent=True, access=Access.ADMIN),
+)
+CLIENT_OPS.update(ADMIN_OPS)
 
 # Operations a dryad sends to the dryad endpoint (upstream's Superviser set, plus heartbeat).
 DRYAD_OPS: dict[str, Operation] = _table(
