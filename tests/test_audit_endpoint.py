@@ -62,7 +62,7 @@ def serve(calls: list[tuple[bytes, str, str, dict[str, Any]]]) -> None:
     """Feed (peer, endpoint, op, args) to a fresh in-memory server, one turn, then let the
     loop run until the audit's batches are written (FLUSH_DELAY after they began)."""
     async def run() -> None:
-        server = Server(ServerConfig())
+        server = Server(ServerConfig(insecure=True))
         server.loop = asyncio.get_running_loop()
         for endpoint in (server.client_endpoint, server.dryad_endpoint):
             endpoint.sock = Sent()  # type: ignore[assignment]
@@ -138,14 +138,18 @@ def test_real_server_writes_audit_lines(server_factory, tmp_path: Path) -> None:
         docs = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
         return [d for d in docs if d["logger"] == "boruta.audit"]
 
-    docs = wait_until(lambda: (a := audit()) and len(a) >= 5 and a, 10, what="audit lines")
-    got = [(d["op"], d.get("req_id"), d.get("uuid"), d["result"]) for d in docs]
-    assert got == [("register", None, uuid, "ok"), ("set_state", None, uuid, "ok"),
+    docs = wait_until(lambda: (a := audit()) and len(a) >= 6 and a, 10, what="audit lines")
+    dryad = [d for d in docs if d["endpoint"] == "dryad"]        # the two endpoints' lines
+    calls = [d for d in docs if d["endpoint"] != "dryad"]         # are not ordered together
+    got = [(d["op"], d.get("req_id"), d.get("uuid"), d["result"]) for d in dryad + calls]
+    assert got == [("register", None, uuid, "ok"),
+                   ("dryad_enroll", None, uuid, "ok"),          # the harness, as the admin
+                   ("set_state", None, uuid, "ok"),
                    ("new_request", req_id, None, "ok"), ("close_request", req_id, None, "ok"),
                    ("close_request", req_id, None, refused.value.code)]
-    assert docs[0]["ip"] == "127.0.0.1" and docs[0]["endpoint"] == "dryad"
-    peers = {d["peer"] for d in docs[1:]}
-    assert len(peers) == 1 and docs[0]["peer"] not in peers      # the client's connection
+    assert dryad[0]["ip"] == "127.0.0.1"
+    peers = {d["peer"] for d in calls[1:]}
+    assert len(peers) == 1 and dryad[0]["peer"] not in peers     # the client's connection
 
 
 def test_audit_file_and_audit_off_are_server_settings(server_factory, tmp_path: Path) -> None:  # noqa: F811

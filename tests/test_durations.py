@@ -32,7 +32,7 @@ def test_a_parked_calls_timeout_is_said_for_people() -> None:
             return True
 
     async def run() -> dict:
-        server = Server(ServerConfig())
+        server = Server(ServerConfig(insecure=True))
         server.loop = asyncio.get_running_loop()
         server.client_endpoint.sock = server.client_sock = Socket()  # type: ignore[assignment]
         server.client_endpoint.on_frames([b"peer", codec.request_frame(1, "new_request", {

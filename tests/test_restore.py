@@ -13,7 +13,7 @@ from boruta.core import effects
 from boruta.core.clock import ManualClock
 from boruta.core.errors import InMaintenanceError
 from boruta.core.scheduler import Scheduler
-from boruta.core.types import ReqState, WorkerState
+from boruta.core.types import ReqState, UserInfo, WorkerState
 from boruta.server.store import Store
 from boruta.testing import InProcessFarm
 
@@ -180,3 +180,19 @@ def test_snapshot_round_trip_is_exact(durable: Durable) -> None:
 
 def _norm(record: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.items()}
+
+
+def test_a_requests_owner_survives_a_restart(durable: Durable) -> None:
+    farm = durable.farm
+    farm.register("w1", {"device_type": "rpi4"})
+    mine = farm.request({"device_type": "rpi4"}, owner=UserInfo(("lab",), "alice"),
+                        queue_unsatisfiable=True)
+    anonymous = farm.request({"device_type": "rpi4"})
+    farm = durable.crash_and_restart()
+    assert farm.scheduler.get_request_info(mine).owner == UserInfo(("lab",), "alice")
+    assert farm.scheduler.get_request_info(anonymous).owner.name == ""
+    assert farm.scheduler.open_requests("alice") == 1
+    farm.scheduler.close_request(mine)
+    farm = durable.crash_and_restart()
+    assert farm.scheduler.request_owner(mine) == "alice"
+    assert farm.scheduler.open_requests("alice") == 0

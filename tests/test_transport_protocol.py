@@ -195,7 +195,7 @@ def test_generated_keys(kind: str, header: str, ssh_type: str) -> None:
 # ----------------------------------------------------------------------------- client plumbing
 def test_events_endpoint_default() -> None:
     assert addresses.endpoint_with_port("tcp://10.1.2.3:7175", 7177) == "tcp://10.1.2.3:7177"
-    assert Client().events_endpoint == "tcp://127.0.0.1:7177"
+    assert Client("tcp://127.0.0.1:7175").events_endpoint == "tcp://127.0.0.1:7177"
 
 
 class _SilentRouter:
@@ -270,3 +270,11 @@ def test_unreachable_server_is_reported_quickly() -> None:
     with pytest.raises(ServerUnreachableError):
         client.new_request({"a": "b"}, 4, deadline=datetime.now(timezone.utc) + timedelta(hours=1))
     client.close()
+
+
+def test_an_empty_client_config_setting_means_write_none(tmp_path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text('client_config = ""\n')
+    assert load_server_config(path).client_config == ""
+    assert load_server_config(None, {"client_config": ""}).client_config == ""
+    assert load_server_config(None, {}).client_config is None          # the default place

@@ -44,13 +44,17 @@ import boruta
 from boruta.core import effects
 from boruta.core.scheduler import Scheduler
 from boruta.logs import setup_logging
+from boruta.server.admin_operations import AdminOperations
+from boruta.server.authorisation import authorise
 from boruta.server.client_operations import ClientOperations
 from boruta.server.config import ConfigError, ServerConfig, default_state_dir
 from boruta.server.dryads import DryadRegistry
 from boruta.server.endpoint import Endpoint
 from boruta.server.events import EventPublisher
 from boruta.server.gcfreeze import GcFreezer
+from boruta.server.identities import CLIENT_DOMAIN, DRYAD_DOMAIN, EVENTS_DOMAIN, Identities
 from boruta.server.jobs import JobBook
+from boruta.server.keyring import Keyring
 from boruta.server.keys import KeyPool
 from boruta.server.outbox import Outbox
 from boruta.server.parked import ParkedCalls
@@ -58,6 +62,7 @@ from boruta.server.ratelimit import RateLimiter
 from boruta.server.replybytes import PeerBuffers
 from boruta.server.restore import StateLoader
 from boruta.server.store import Store, StoreError
+from boruta.transport.credentials import client_config_path
 from boruta.transport.errors import ShuttingDownError
 from boruta.transport.loopsocket import LoopSocket
 from boruta.transport.operations import CLIENT_OPS, DRYAD_OPS
@@ -108,9 +113,13 @@ class Server:
         self.dryads = DryadRegistry(self)
         self.state = StateLoader(self)
         self.replies = PeerBuffers(config.max_peer_buffer_bytes, self.stats, CLIENT_PEER_HWM)
+        self.identities = Identities(self)
+        self.keyring: Keyring | None = None
+        # A secure endpoint reads each frame's connection key (zero-copy frames carry it).
         self.client_endpoint = Endpoint(
-            self, "client", CLIENT_OPS, ClientOperations(self), other_table=DRYAD_OPS,
-            other_name="dryad", acknowledges=True, buffers=self.replies)
+            self, "client", CLIENT_OPS, ClientOperations(self), AdminOperations(self),
+            other_table=DRYAD_OPS, other_name="dryad", acknowledges=True, buffers=self.replies,
+            zero_copy=not config.insecure, users=self.identities, authorise=authorise)
         self.dryad_endpoint = Endpoint(
             self, "dryad", DRYAD_OPS, self.dryads, other_table=CLIENT_OPS,
             other_name="client", acknowledges=False, on_reply=self.dryads.on_command_reply,
@@ -140,24 +149,37 @@ class Server:
         used, ConfigError when an endpoint cannot be bound.
         """
         self.loop = asyncio.get_running_loop()
-        if self.cfg.durable and self.store is None:
+        cfg = self.cfg
+        if cfg.insecure:
+            log.warning("INSECURE: no encryption and no authentication; every peer is an "
+                        "admin (insecure = true is for development only)")
+        else:
+            self.keyring = Keyring.open(cfg.keys_dir)
+        if cfg.durable and self.store is None:
             self.store = self.state.open()
+        self.identities.load(self.keyring)
         self.ctx = zmq.Context()
+        self.identities.start(self.ctx)
         try:
-            self.client_sock = self._bind(zmq.ROUTER, self.cfg.listen, "listen",
-                                          self.client_endpoint.on_frames,
-                                          on_refused=self.replies.refused)
-            self.dryad_sock = self._bind(zmq.ROUTER, self.cfg.dryad_listen, "dryad",
-                                         self.dryad_endpoint.on_frames, copy=False)
-            self.events_sock = self._bind(zmq.XPUB, self.cfg.events, "events",
-                                          self.events.on_subscription)
+            self.client_sock = self._bind(zmq.ROUTER, cfg.listen, "listen",
+                                          self.client_endpoint.on_frames, CLIENT_DOMAIN,
+                                          copy=cfg.insecure, on_refused=self.replies.refused)
+            self.dryad_sock = self._bind(zmq.ROUTER, cfg.dryad_listen, "dryad",
+                                         self.dryad_endpoint.on_frames, DRYAD_DOMAIN, copy=False)
+            self.events_sock = self._bind(zmq.XPUB, cfg.events, "events",
+                                          self.events.on_subscription, EVENTS_DOMAIN)
         except ConfigError:
+            self.identities.stop()
             self.ctx.destroy(0)
             if self.store is not None:
                 self.store.close()
                 self.store = None
             raise
         self.client_endpoint.sock, self.dryad_endpoint.sock = self.client_sock, self.dryad_sock
+        if self.keyring is not None:
+            self.keyring.write_client_configs(self.endpoints, cfg.client_config
+                                              if cfg.client_config is not None
+                                              else str(client_config_path()))
         self.keys.start()
         for reader in (self.client_sock, self.dryad_sock, self.events_sock):
             reader.start(self.loop)
@@ -170,6 +192,8 @@ class Server:
             "listen": self.endpoints["listen"], "dryad": self.endpoints["dryad"],
             "events": self.endpoints["events"], "matcher": self.sched.matcher_kind,
             "key_type": self.cfg.key_type, "version": boruta.__version__,
+            "secure": self.keyring is not None, "users": len(self.identities.users),
+            "server_key": self.keyring.server.public if self.keyring is not None else None,
             "state_dir": self.store.state_dir if self.store is not None else None}})
         if self.state.restored and self.sched.overdue_dryads():
             self.dryads.await_restored(self.cfg.restart_grace)
@@ -178,10 +202,16 @@ class Server:
         return dict(self.endpoints)
 
     def _bind(self, kind: int, endpoint: str, name: str, handler: Callable[[list[Any]], None],
-              copy: bool = True,
+              domain: str, copy: bool = True,
               on_refused: Callable[[list[Any], zmq.ZMQError], None] | None = None) -> LoopSocket:
         assert self.ctx is not None
         sock = self.ctx.socket(kind)
+        if self.keyring is not None:
+            # A CurveZMQ server: every peer proves its key, every frame is encrypted;
+            # the ZAP domain tells the authenticator which keys this socket accepts.
+            sock.curve_server = True
+            sock.curve_secretkey = self.keyring.server.secret.encode("ascii")
+            sock.zap_domain = domain.encode("ascii")
         sock.setsockopt(zmq.LINGER, int(self.cfg.shutdown_grace * 1000))
         if kind == zmq.XPUB:
             sock.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -250,6 +280,7 @@ class Server:
         self.jobs.close_all()
         self.keys.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.identities.stop()
         if self.ctx is not None:
             self.ctx.destroy(linger=int(self.cfg.shutdown_grace * 1000))
         if self.store is not None:

@@ -40,14 +40,14 @@ FLUSH_DELAY = 0.05          # seconds the lines of a burst may wait to be writte
 FLUSH_ROWS = 4096           # ... unless this many are waiting
 SHARED_MAX = 4096           # run fields kept (one per connection, operation, worker, result)
 
-#: Who made a call, as the audit names it. Today the connection (the ROUTER
-#: identity, hex); once users exist, the authenticated user replaces it here.
+#: Who made a call, as the audit names it (its `peer` field).
 PeerName = Callable[["Call"], str]
 
 
 def peer_of(call: "Call") -> str:
-    """The caller as the audit names it: its ROUTER identity in hex."""
-    return call.identity.hex()
+    """The caller as the audit names it: the user, else the dryad's key, else the
+    connection's ROUTER identity in hex (an insecure server's peers)."""
+    return call.who()
 
 
 def audited(table: Mapping[str, Operation]) -> frozenset[str]:
@@ -134,12 +134,13 @@ class AuditLog:
                     loop.call_soon(self.flush)
         req_id, uuid = touched(args, outcome)
         code = outcome_code(outcome)
-        key = (name, call.route[0], uuid, code)
+        user = _short(args.get("name")) if args is not None else None   # a user operation's
+        key = (name, call.route[0], uuid, code, user)
         if key != self._last:                 # (flush resets it: a batch starts a run)
             self._last, self._rows = key, []
             shared = self._shared.get(key)
             if shared is None:                # a connection's fields, made once
-                shared = (("op", name), ("uuid", uuid), ("result", code),
+                shared = (("op", name), ("uuid", uuid), ("user", user), ("result", code),
                           ("peer", self.who(call)), ("ip", call.peer_ip()),
                           ("endpoint", self.endpoint))
                 if len(self._shared) >= SHARED_MAX:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boruta
+from boruta.core.errors import PriorityError
+from boruta.core.types import HI_PRIO, LO_PRIO, UserInfo
 from boruta.server.endpoint import Call
 from boruta.server.parked import PARKED
 from boruta.transport import documents
@@ -25,17 +27,31 @@ class ClientOperations:
     # ------------------------------------------------------------------ requests
     def op_ping(self, call: Call, a: dict[str, Any]) -> Any:
         app = self.app
+        user = call.user
         return {"server": boruta.__version__, "protocol": PROTOCOL_VERSION,
                 "matcher": app.sched.matcher_kind, "endpoints": dict(app.endpoints),
-                "heartbeat_interval": app.cfg.heartbeat_interval}
+                "heartbeat_interval": app.cfg.heartbeat_interval,
+                "secure": not app.cfg.insecure,
+                "user": None if user is None else {"name": user.name, "role": str(user.role)}}
 
     def op_new_request(self, call: Call, a: dict[str, Any]) -> Any:
-        req_id = self.app.sched.new_request(a["caps"], a["priority"], None, a["valid_after"],
-                                            a["deadline"],
-                                            queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
+        """The request belongs to the caller: their name and groups, within their limits."""
+        sched, user, priority = self.app.sched, call.user, a["priority"]
+        owner = None
+        if user is not None:
+            if not HI_PRIO <= priority <= LO_PRIO:
+                raise PriorityError()                # the core's own error comes first
+            user.check_priority(priority)
+            user.check_open(sched.open_requests(user.name))
+            owner = UserInfo(user.groups, user.name)
+        req_id = sched.new_request(a["caps"], priority, owner, a["valid_after"], a["deadline"],
+                                   queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
         return {"id": req_id}
 
     def op_update_request(self, call: Call, a: dict[str, Any]) -> Any:
+        priority = a["priority"]
+        if call.user is not None and priority and HI_PRIO <= priority <= LO_PRIO:
+            call.user.check_priority(priority)       # a user's range holds for changes too
         self.app.sched.update_request(a["id"], a["priority"], a["valid_after"], a["deadline"])
         return None
 
@@ -51,14 +67,16 @@ class ClientOperations:
         return documents.list_out([documents.request_out(i) for i in items], info)
 
     def op_acquire_worker(self, call: Call, a: dict[str, Any]) -> Any:
-        return self.app.parked.acquire(call.route, call.msg_id, a["id"], a["timeout"])
+        return self.app.parked.acquire(call.route, call.msg_id, a["id"], a["timeout"],
+                                       call.who())
 
     def op_prolong_access(self, call: Call, a: dict[str, Any]) -> Any:
         self.app.sched.prolong_access(a["id"])
         return None
 
     def op_wait_request(self, call: Call, a: dict[str, Any]) -> Any:
-        return self.app.parked.wait(call.route, call.msg_id, a["id"], a["states"], a["timeout"])
+        return self.app.parked.wait(call.route, call.msg_id, a["id"], a["states"], a["timeout"],
+                                    call.who())
 
     # ------------------------------------------------------------------ workers
     def op_list_workers(self, call: Call, a: dict[str, Any]) -> Any:

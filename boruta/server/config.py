@@ -8,6 +8,8 @@
     tunnel_ports = "20000-20999"     # "0" = any free port
     key_type = "rsa"                 # or "ed25519"
     state_dir = "/var/lib/boruta"    # durable state (SQLite); unset: in memory
+    insecure = false                 # true: plain text, every peer an admin (development only)
+    identity_dir = "/var/lib/boruta" # the server's keys and the bootstrap admin's; unset: state_dir
     state_sync = "full"              # fsync policy: "full", "normal" or "off"
     restart_grace = 60.0             # seconds restored workers wait for their dryads
     purge_interval = 3600.0          # how often terminal requests past `retention` go
@@ -80,6 +82,12 @@ class ServerConfig:
     audit: bool = True                         # one line per state-changing call (boruta.audit)
     audit_file: str | None = None              # the audit log's own file; None: with the log
     state_dir: str | None = None               # durable state (SQLite); None: in memory
+    insecure: bool = False                     # no CURVE, every peer an admin (development only)
+    identity_dir: str | None = None            # server.key, admin.key, client.toml; None: the
+                                               # state_dir (in memory: the default state_dir)
+    client_config: str | None = None           # the local client config written at start;
+                                               # None: ~/.config/boruta/client.toml, "": none
+    max_workers_per_dryad_key: int = 1         # workers one dryad key may be enrolled for
     state_sync: str = "full"                   # fsync policy: full | normal | off
     restart_grace: float = 60.0                # restored workers wait this long for dryads
     purge_interval: float = 3600.0             # seconds between purges of old history
@@ -134,6 +142,8 @@ class ServerConfig:
             raise ConfigError("purge_interval must be positive")
         if self.state_dir is not None and not self.state_dir.strip():
             raise ConfigError("state_dir must not be blank (leave it unset, or use :memory:)")
+        if self.max_workers_per_dryad_key < 1:
+            raise ConfigError("max_workers_per_dryad_key must be at least 1")
         if self.matcher not in (None, "compiled", "reference"):
             raise ConfigError(f"matcher: {self.matcher!r} (use compiled or reference)")
 
@@ -141,6 +151,15 @@ class ServerConfig:
     def durable(self) -> bool:
         """True when the server keeps its state in `state_dir`."""
         return self.state_dir is not None and self.state_dir != MEMORY
+
+    @property
+    def keys_dir(self) -> str:
+        """Where the server's and the bootstrap admin's keys live: `identity_dir`, else the
+        state directory; a server that keeps its state in memory keeps its keys where
+        `boruta server` keeps state by default, so that its identity outlives it."""
+        if self.identity_dir:
+            return self.identity_dir
+        return self.state_dir if self.durable and self.state_dir else default_state_dir()
 
     def replace(self, **changes: Any) -> "ServerConfig":
         return dataclasses.replace(self, **changes)
@@ -180,6 +199,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return KEY_TYPES[key]
     if name in ("log_level", "log_format", "state_sync"):
         return str(value).strip().lower()
+    if name == "client_config" and isinstance(value, str) and not value.strip():
+        return ""                     # "": write no local client config (unset: the default)
     if "None" in text and isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
         value = None
     if value is None:

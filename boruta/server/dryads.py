@@ -24,10 +24,11 @@ from boruta.core.errors import (
     BadArgumentError,
     BorutaError,
     InMaintenanceError,
+    NotEnrolledError,
     NotFoundError,
 )
 from boruta.core.names import USER_NAME_RULE, is_user_name
-from boruta.core.types import WorkerState
+from boruta.core.types import UUID_KEY, WorkerState
 from boruta.server.endpoint import Call, Route
 from boruta.transport import addresses, codec
 from boruta.transport.errors import DeregisteredError, DryadError, NotRegisteredError
@@ -75,6 +76,8 @@ class DryadRegistry:
         app = self.app
         identity = call.identity
         peer_ip = call.peer_ip()
+        if not app.cfg.insecure:
+            self._check_enrolled(call, a["caps"].get(UUID_KEY), peer_ip)
         dryad_address = addresses.fill_host(a["dryad_address"], peer_ip)
         ssh_address = addresses.fill_host(a["ssh_address"], peer_ip)
         uuid = app.sched.register(a["caps"], dryad_address, ssh_address)
@@ -96,6 +99,23 @@ class DryadRegistry:
             "peer": peer_ip}})
         return {"uuid": uuid, "heartbeat_interval": app.cfg.heartbeat_interval,
                 "heartbeat_liveness": app.cfg.heartbeat_liveness}
+
+    def _check_enrolled(self, call: Call, uuid: Any, peer_ip: str | None) -> None:
+        """A dryad registers only the worker its key was enrolled for (logged when refused:
+        a dryad after another worker's UUID is either misconfigured or hostile)."""
+        if not isinstance(uuid, str) or not uuid:
+            return                             # the scheduler names the missing UUID
+        try:
+            self.app.identities.dryads.check_register(call.key, uuid)
+        except NotEnrolledError:
+            log.warning("dryad refused: key not enrolled for this worker", extra={"fields": {
+                "worker_uuid": uuid[:64], "key": call.key, "peer": peer_ip}})
+            raise
+
+    def revoked(self, uuid: str) -> None:
+        """The worker's enrolment was revoked or changed: its connection is trusted no more."""
+        if uuid in self.peers:
+            self.lost(uuid, "its dryad's key was revoked")
 
     def op_set_fail(self, call: Call, a: dict[str, Any]) -> Any:
         uuid = self._registered(call.identity)

@@ -20,7 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from boruta.core.errors import BorutaError
+from boruta.core.errors import BorutaError, UnknownUserError
+from boruta.core.users import User
 from boruta.server.audit import AuditLog
 from boruta.server.outbox import NOT_AN_ACK
 from boruta.server.parked import PARKED
@@ -28,16 +29,18 @@ from boruta.server.replybytes import TRACKED_FROM, PeerBuffers, fit_list
 from boruta.transport import codec
 from boruta.transport.errors import BadFrameError, RateLimitedError, UnknownOperationError
 from boruta.transport.loopsocket import LoopSocket
-from boruta.transport.operations import Operation
+from boruta.transport.operations import Access, Operation
 
 if TYPE_CHECKING:
     from boruta.server.app import Server
+    from boruta.server.identities import Identities
 
 log = logging.getLogger("boruta.server")
 
 Route = tuple[bytes, tuple[bytes, ...]]      # the peer's identity, the envelope prefix
 PEEK_LIMIT = 4096                            # bytes a rate-limited frame is read for its id
 Handler = Callable[["Call", dict[str, Any]], Any]
+Authorise = Callable[[Operation, "Call", dict[str, Any], "Server"], None]
 
 
 @dataclass(slots=True)
@@ -46,11 +49,20 @@ class Call:
 
     route: Route
     msg_id: Any
-    frame: Any = None            # the payload as a zmq.Frame (dryad endpoint: Peer-Address)
+    frame: Any = None            # the payload as a zmq.Frame (Peer-Address, User-Id)
+    key: str | None = None       # the connection's CURVE public key (None: insecure)
+    user: User | None = None     # the user holding that key (client endpoint)
 
     @property
     def identity(self) -> bytes:
         return self.route[0]
+
+    def who(self) -> str:
+        """The caller as logs name it: the user, else the key, else the connection
+        (an insecure server's peers have no key: they are told apart by connection)."""
+        if self.user is not None and self.key is not None:
+            return self.user.name
+        return f"key:{self.key}" if self.key is not None else self.route[0].hex()
 
     def peer_ip(self) -> str | None:
         """The IP the peer connected from (None for ipc, inproc, or a copied frame)."""
@@ -62,29 +74,37 @@ class Call:
             return None
 
 
-def handlers_for(table: Mapping[str, Operation], handler: object) -> dict[str, Handler]:
-    """`op_<name>` of `handler` for every operation of `table`; both sets must be equal."""
-    found = {name: getattr(handler, f"op_{name}", None) for name in table}
-    missing = sorted(name for name, method in found.items() if method is None)
-    extra = sorted(name[3:] for name in dir(handler)
-                   if name.startswith("op_") and name[3:] not in table)
+def handlers_for(table: Mapping[str, Operation], *handlers: object) -> dict[str, Handler]:
+    """`op_<name>` of `handlers` for every operation of `table`; both sets must be equal."""
+    found: dict[str, Any] = {}
+    extra: list[str] = []
+    for handler in handlers:
+        for attr in dir(handler):
+            if attr.startswith("op_"):
+                if attr[3:] in table and attr[3:] not in found:
+                    found[attr[3:]] = getattr(handler, attr)
+                else:
+                    extra.append(attr[3:])
+    missing = sorted(name for name in table if name not in found)
     if missing or extra:
-        raise TypeError(f"{type(handler).__name__} does not match the operation table: "
-                        f"missing {missing}, not declared {extra}")
-    return found  # type: ignore[return-value]
+        names = ", ".join(type(h).__name__ for h in handlers)
+        raise TypeError(f"{names} does not match the operation table: "
+                        f"missing {missing}, not declared {sorted(extra)}")
+    return {name: found[name] for name in table}
 
 
 class Endpoint:
     def __init__(self, app: "Server", name: str, table: Mapping[str, Operation],
-                 handler: object, *, other_table: Mapping[str, Operation], other_name: str,
+                 *handlers: object, other_table: Mapping[str, Operation], other_name: str,
                  acknowledges: bool, on_reply: Callable[[bytes, codec.Envelope], None] | None
                  = None, gate: Callable[[str, dict[str, Any], list[Any]], bool] | None = None,
                  on_message: Callable[[bytes], None] | None = None,
-                 zero_copy: bool = False, buffers: PeerBuffers | None = None) -> None:
+                 zero_copy: bool = False, buffers: PeerBuffers | None = None,
+                 users: "Identities | None" = None, authorise: Authorise | None = None) -> None:
         self.app = app
         self.name = name
         self.table = table
-        self.handlers = handlers_for(table, handler)
+        self.handlers = handlers_for(table, *handlers)
         self.other_table = other_table
         self.other_name = other_name
         self.acknowledges = acknowledges       # success replies are acks (storage_failed)
@@ -93,6 +113,11 @@ class Endpoint:
         self.on_message = on_message           # every message from a peer (liveness)
         self.zero_copy = zero_copy             # frames arrive as zmq.Frame, not bytes
         self.audit = AuditLog(name, table)     # state-changing calls, one line each
+        # A secure endpoint knows each call's key from its frame (the CURVE handshake's
+        # ZAP user id), and with a user book, its user: unknown keys are refused.
+        self.secure = zero_copy and not app.cfg.insecure
+        self.users = users
+        self.authorise = authorise             # Access of each operation (authorisation)
         self.buffers = buffers                 # bytes of replies per peer (client endpoint)
         self.sock: LoopSocket | None = None
         self.messages = 0
@@ -146,9 +171,12 @@ class Endpoint:
                 f"expected one frame per message, got {len(frames) - 1}"))
             return
         payload = frame.bytes if zero_copy else frame
-        if not self._allow(identity):
+        key = frame.get("User-Id") if self.secure else None
+        user = self.users.user_of(key) if self.users is not None else None
+        if not self._allow(user.name if user is not None else key or identity):
             self._refuse(route, _peek_id(payload), RateLimitedError(
-                f"more than {self.app.cfg.peer_rate:g} messages/s from this peer: slow down"))
+                f"more than {self.app.cfg.peer_rate:g} messages/s from "
+                f"{'user ' + user.name if user is not None else 'this peer'}: slow down"))
             return
         if self.on_message is not None:
             self.on_message(identity)
@@ -163,13 +191,18 @@ class Endpoint:
                 name, raw_args = env.op, env.args
             else:
                 msg_id, name, raw_args = codec.decode_request(payload, self._max_bytes)
-            call = Call(route, msg_id, frame if zero_copy else None)
+            call = Call(route, msg_id, frame if zero_copy else None, key, user)
+            if user is None and self.users is not None:
+                raise UnknownUserError(
+                    "this connection's key belongs to no user (removed since it connected?)")
             op = self.table.get(name)  # type: ignore[arg-type]
             if op is None:
                 hint = (f" (a {self.other_name} operation: use the {self.other_name} endpoint)"
                         if name in self.other_table else "")
                 raise UnknownOperationError(f"unknown operation {name!r}{hint}")
             args = op.check(raw_args)  # type: ignore[arg-type]
+            if self.authorise is not None and op.access is not Access.ANYONE:
+                self.authorise(op, call, args, self.app)
             if self.gate is not None and self.gate(op.name, args, frames):
                 return
             result = self.handlers[op.name](call, args)

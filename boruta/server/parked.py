@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
 from boruta.core.durations import format_duration
 from boruta.core.errors import BorutaError, WorkerNotAssignedError
@@ -46,16 +46,7 @@ class ParkedCall:
     timeout: float | None
     states: frozenset[ReqState] = ALL_BUT_WAIT
     timer: asyncio.TimerHandle | None = None
-    owner: Hashable = None                     # whom the call counts against (owner_of)
-
-
-def peer_of(route: "Route") -> Hashable:
-    """Who a parked call counts against: the connection's ROUTER identity.
-
-    Once calls carry an authenticated user, a function returning the user
-    replaces this one (ParkedCalls(owner_of=...)), and the cap becomes per user.
-    """
-    return route[0]
+    owner: Hashable = None                     # whom the call counts against: Call.who()
 
 
 def request_ended(req_id: int, state: ReqState,
@@ -69,16 +60,15 @@ def not_assigned(req_id: int, state: ReqState) -> WorkerNotAssignedError:
 
 
 class ParkedCalls:
-    def __init__(self, app: "Server",
-                 owner_of: Callable[["Route"], Hashable] = peer_of) -> None:
+    def __init__(self, app: "Server") -> None:
         self.app = app
-        self.owner_of = owner_of
         self.by_request: dict[int, list[ParkedCall]] = {}
         self.by_owner: dict[Hashable, int] = {}
         self.count = 0
 
     # ------------------------------------------------------------------ the two operations
-    def acquire(self, route: "Route", msg_id: Any, req_id: int, timeout: float | None) -> Any:
+    def acquire(self, route: "Route", msg_id: Any, req_id: int, timeout: float | None,
+                owner: Hashable = None) -> Any:
         """The access document at once if the job runs; else parked until it does."""
         app = self.app
         info = app.sched.get_request_info(req_id)
@@ -89,10 +79,11 @@ class ParkedCalls:
             raise not_assigned(req_id, info.state)
         if timeout == 0:
             raise WaitTimeoutError(f"request {req_id} is {info.state}: no worker assigned yet")
-        return self._park(ParkedCall(ACQUIRE, req_id, route, msg_id, timeout))
+        return self._park(ParkedCall(ACQUIRE, req_id, route, msg_id, timeout, owner=owner))
 
     def wait(self, route: "Route", msg_id: Any, req_id: int,
-             states: frozenset[ReqState] | None, timeout: float | None) -> Any:
+             states: frozenset[ReqState] | None, timeout: float | None,
+             owner: Hashable = None) -> Any:
         """The request once it is in one of `states`; parked until then."""
         states = states or ALL_BUT_WAIT
         info = self.app.sched.get_request_info(req_id)
@@ -102,7 +93,7 @@ class ParkedCalls:
             raise request_ended(req_id, info.state, states)
         if timeout == 0:
             raise WaitTimeoutError(f"request {req_id} is {info.state}")
-        return self._park(ParkedCall(WAIT, req_id, route, msg_id, timeout, states))
+        return self._park(ParkedCall(WAIT, req_id, route, msg_id, timeout, states, owner=owner))
 
     # ------------------------------------------------------------------ bookkeeping
     def _park(self, call: ParkedCall) -> Any:
@@ -111,10 +102,10 @@ class ParkedCalls:
         if self.count >= cfg.max_parked:
             raise ServerBusyError(f"server busy: {self.count} calls already waiting "
                                   f"(max_parked {cfg.max_parked})")
-        owner = call.owner = self.owner_of(call.route)
+        owner = call.owner
         mine = self.by_owner.get(owner, 0)
         if mine >= cfg.max_parked_per_peer:
-            raise ServerBusyError(f"server busy: this peer already has {mine} calls waiting "
+            raise ServerBusyError(f"server busy: {owner} already has {mine} calls waiting "
                                   f"(max_parked_per_peer {cfg.max_parked_per_peer})")
         self.by_owner[owner] = mine + 1
         self.by_request.setdefault(call.req_id, []).append(call)

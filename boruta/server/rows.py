@@ -11,15 +11,31 @@ import math
 import operator
 from typing import Any, Mapping
 
+from boruta.core.enrolment import check_uuid
+from boruta.core.errors import BadArgumentError
+from boruta.core.users import User, is_public_key
+
 REQUEST_COLUMNS = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
-                   "job_worker", "job_timeout", "seq", "prolongs", "ended_at")
+                   "job_worker", "job_timeout", "seq", "prolongs", "ended_at", "owner")
 WORKER_COLUMNS = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
                   "username", "fail_reason", "job")
 _JSON_COLUMNS = frozenset({"groups", "caps"})
+# What a record without the field means: requests filed before users existed have no owner.
+_DEFAULTS: dict[str, Any] = {"owner": ""}
+
+# An upsert, not INSERT OR REPLACE: a request's later changes (state, job, prolongs)
+# update its row in place instead of deleting and inserting it again.
+INSERT_REQUESTS = (f"INSERT INTO requests({','.join(REQUEST_COLUMNS)}) "
+                   f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT(id) DO UPDATE "
+                   f"SET {','.join(f'{c}=excluded.{c}' for c in REQUEST_COLUMNS[1:])}")
+INSERT_WORKERS = (f"INSERT OR REPLACE INTO workers({','.join(WORKER_COLUMNS)}) "
+                  f"VALUES ({','.join('?' * len(WORKER_COLUMNS))})")
 
 _REQUEST_STATES = frozenset({"WAITING", "IN PROGRESS", "CANCELLED", "TIMEOUT", "INVALID",
                              "DONE", "FAILED"})
 _WORKER_STATES = frozenset({"MAINTENANCE", "IDLE", "RUNNING", "FAILED", "PREPARE", "BUSY"})
+
+
 class StoreError(Exception):
     """The state directory cannot be used; the message says why and what to do."""
 
@@ -42,8 +58,8 @@ class RowEncoder:
     def __call__(self, record: Mapping[str, Any]) -> tuple:
         try:
             row = list(self._fields(record))
-        except KeyError:                   # a record without some field: NULL there
-            row = [record.get(name) for name in self._columns]
+        except KeyError:                   # a record without some field: its default there
+            row = [record.get(name, _DEFAULTS.get(name)) for name in self._columns]
         for i, texts in self._texts.items():
             value = row[i]
             # The type is part of the key: a dict and a tuple of its pairs differ in JSON.
@@ -102,7 +118,8 @@ def _check(ok: bool, number: int, what: str, field: str) -> None:
 
 def check_request(r: dict[str, Any], number: int) -> None:
     for name in REQUEST_COLUMNS:
-        _check(name in r, number, "request", name)
+        _check(name in r or name in _DEFAULTS, number, "request", name)
+    _check(isinstance(r.get("owner", ""), str), number, "request", "owner")
     _check(is_int(r["id"]) and r["id"] > 0, number, "request", "id")
     for name in ("priority", "seq", "prolongs"):
         _check(is_int(r[name]), number, "request", name)
@@ -129,3 +146,23 @@ def check_worker(w: dict[str, Any], number: int) -> None:
     for name in ("key", "username", "fail_reason"):
         _check(w[name] is None or isinstance(w[name], str), number, "worker", name)
     _check(w["job"] is None or is_int(w["job"]), number, "worker", "job")
+
+
+def user_doc(record: dict[str, Any], number: int) -> dict[str, Any]:
+    """A dump's user record as the document the store keeps (checked as the server checks
+    a new user: name, keys, groups, role, priorities, cap)."""
+    try:
+        return User.from_doc({k: v for k, v in record.items() if k != "kind"}).to_doc()
+    except BadArgumentError as exc:
+        raise StoreError(f"line {number}: bad user record: {exc.message}") from None
+
+
+def check_enrolment(record: dict[str, Any], number: int) -> tuple[str, str]:
+    """A dump's enrolment record as (uuid, key)."""
+    uuid, key = record.get("uuid"), record.get("key")
+    try:
+        check_uuid(uuid)
+    except BadArgumentError:
+        _check(False, number, "enrolment", "uuid")
+    _check(is_public_key(key), number, "enrolment", "key")
+    return uuid, key

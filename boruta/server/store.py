@@ -7,6 +7,10 @@ commit). On start the server loads the books back. WAL mode; the fsync
 policy is the `synchronous` pragma (FULL by default, NORMAL or OFF by
 configuration).
 
+Users and dryad enrolments live here too; each admin change to them is its
+own transaction, durable before the call that made it is answered. The JSON
+lines of `boruta admin dump|restore` are boruta.server.dump's.
+
 The schema is versioned: an older file is migrated forward, a newer one is
 refused with a clear message (no guessing at a future format). The file
 holds the private keys of jobs in progress: it is created 0600 in a 0700
@@ -34,16 +38,17 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
 from boruta.core.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
-from boruta.server.rows import (REQUEST_COLUMNS, WORKER_COLUMNS, RowEncoder,
-                                StoreError, check_request, check_worker, is_int, json_decoder)
+from boruta.server.dump import IDENTITY_VERSION, DumpAndRestore
+from boruta.server.rows import (INSERT_REQUESTS, INSERT_WORKERS, REQUEST_COLUMNS, WORKER_COLUMNS,
+                                RowEncoder, StoreError, json_decoder)
 
 log = logging.getLogger("boruta.server.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "boruta.sqlite3"
 LOCK_NAME = "boruta.lock"
 
@@ -91,6 +96,11 @@ _MIGRATIONS: list[list[str]] = [
     # 1,000,000 stored requests reads the 100,000 live ones in 0.7-1.0 s by a scan
     # of the table, as fast as through the index (bench/e2e_durability.py).
     ["DROP INDEX IF EXISTS requests_live"],
+    # 4: users and dryad enrolments (who may call, which dryad key may register which
+    # worker), and each request's owner by name ("" for those filed before users).
+    ["ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+     "CREATE TABLE users (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+     "CREATE TABLE enrolments (uuid TEXT PRIMARY KEY, key TEXT NOT NULL)"],
 ]
 LIVE = "state IN ('WAITING', 'IN PROGRESS')"          # what a restart reads first
 
@@ -101,15 +111,8 @@ _TIME_COLUMNS = ("valid_after", "deadline", "job_timeout", "ended_at")
 _TIMES_OUT_OF_WINDOW = " OR ".join(
     f"({name} IS NOT NULL AND {name} NOT BETWEEN {EARLIEST_TIMESTAMP!r} AND {LATEST_TIMESTAMP!r})"
     for name in _TIME_COLUMNS)
-_RESTORE_CHUNK = 10_000
-
-# An upsert, not INSERT OR REPLACE: a request's later changes (state, job, prolongs)
-# update its row in place instead of deleting and inserting it again.
-_INSERT_REQUESTS = (f"INSERT INTO requests({','.join(REQUEST_COLUMNS)}) "
-                    f"VALUES ({','.join('?' * len(REQUEST_COLUMNS))}) ON CONFLICT(id) DO UPDATE "
-                    f"SET {','.join(f'{c}=excluded.{c}' for c in REQUEST_COLUMNS[1:])}")
-_INSERT_WORKERS = (f"INSERT OR REPLACE INTO workers({','.join(WORKER_COLUMNS)}) "
-                   f"VALUES ({','.join('?' * len(WORKER_COLUMNS))})")
+# What an older file, read as it is (readonly), holds in place of a column it lacks.
+_ABSENT_BEFORE = {"owner": (IDENTITY_VERSION, "''")}
 
 
 def _unusable(path: Path, exc: BaseException) -> StoreError:
@@ -118,7 +121,7 @@ def _unusable(path: Path, exc: BaseException) -> StoreError:
                       "state directory, or move it away to start afresh")
 
 
-class Store:
+class Store(DumpAndRestore):
     """One SQLite database in the server's state directory.
 
     `readonly=True` opens an existing database for reading only (dumps, even
@@ -307,10 +310,10 @@ class Store:
                 db.executemany("DELETE FROM requests WHERE id=?", purged)
                 db.executemany("DELETE FROM tunnels WHERE req_id=?", purged)
             if changes.requests:
-                db.executemany(_INSERT_REQUESTS,
+                db.executemany(INSERT_REQUESTS,
                                [self._request_row(r) for r in changes.requests])
             if changes.workers:
-                db.executemany(_INSERT_WORKERS,
+                db.executemany(INSERT_WORKERS,
                                [self._worker_row(w) for w in changes.workers])
             if ports:
                 gone = [(i,) for i, p in ports.items() if p is None]
@@ -327,6 +330,16 @@ class Store:
                 db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", counters)
 
     # -- reading -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        """A read that fails on the file or on a record in it: StoreError saying so."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from None
+        except (ValueError, TypeError) as exc:      # a JSON column that does not parse
+            raise _unusable(self.path, f"bad record: {exc}") from None
+
     def load(self, history: bool = True) -> Snapshot:
         """The records, as the scheduler's `restore` takes them.
 
@@ -334,22 +347,17 @@ class Store:
         job of some worker); the finished ones come with `history()` in
         chunks. `last_id` is never below the highest ID stored.
         """
-        try:
-            with self._reading():
-                decode = json_decoder()
-                top = self._conn().execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0
-                snap = Snapshot(last_id=max(self._meta("last_id") or 0, top),
-                                last_seq=self._meta("last_seq") or 0)
-                if history:
-                    snap.requests = list(self._records(REQUEST_COLUMNS, "requests", "id", decode))
-                else:
-                    snap.requests = self._live_requests(decode)
-                snap.workers = list(self._records(WORKER_COLUMNS, "workers", "uuid", decode))
-                return snap
-        except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from None
-        except (ValueError, TypeError) as exc:      # a JSON column that does not parse
-            raise _unusable(self.path, f"bad record: {exc}") from None
+        with self._read_errors(), self._reading():
+            decode = json_decoder()
+            top = self._conn().execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0
+            snap = Snapshot(last_id=max(self._meta("last_id") or 0, top),
+                            last_seq=self._meta("last_seq") or 0)
+            if history:
+                snap.requests = list(self._records(REQUEST_COLUMNS, "requests", "id", decode))
+            else:
+                snap.requests = self._live_requests(decode)
+            snap.workers = list(self._records(WORKER_COLUMNS, "workers", "uuid", decode))
+            return snap
 
     def _live_requests(self, decode: Any) -> list[dict[str, Any]]:
         live = list(self._records(REQUEST_COLUMNS, "requests", "id", decode, LIVE))
@@ -363,23 +371,15 @@ class Store:
 
     def history(self, after_id: int = 0, limit: int = 20_000) -> list[dict[str, Any]]:
         """Finished requests with IDs above `after_id`, by ID, at most `limit` of them."""
-        try:
+        with self._read_errors():
             return list(self._records(REQUEST_COLUMNS, "requests", "id", json_decoder(),
                                       f"id > ? AND NOT ({LIVE})", (after_id,), limit))
-        except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from None
-        except (ValueError, TypeError) as exc:
-            raise _unusable(self.path, f"bad record: {exc}") from None
 
     def load_request(self, req_id: int) -> dict[str, Any] | None:
         """One request's record (None if there is none)."""
-        try:
+        with self._read_errors():
             found = list(self._records(REQUEST_COLUMNS, "requests", "id", json_decoder(),
                                        "id = ?", (req_id,)))
-        except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from None
-        except (ValueError, TypeError) as exc:
-            raise _unusable(self.path, f"bad record: {exc}") from None
         return found[0] if found else None
 
     def _records(self, columns: tuple[str, ...], table: str, order: str, decode: Any,
@@ -392,7 +392,7 @@ class Store:
         cache: dict[str, Any] = decode.cache
         loads = json.loads
         flag = len(columns) if table == "requests" else None
-        sql = f"SELECT {','.join(columns)}"
+        sql = f"SELECT {','.join(self._column_sql(name) for name in columns)}"
         if flag is not None:
             sql += f",({_TIMES_OUT_OF_WINDOW})"
         sql += f" FROM {table}"
@@ -419,19 +419,23 @@ class Store:
                     _move_times_into_window(record, self.path)
                 yield record
 
+    def _column_sql(self, name: str) -> str:
+        """A column as a SELECT names it: an older file read as it is lacks the newer ones."""
+        since, absent = _ABSENT_BEFORE.get(name, (0, name))
+        return name if self.version >= since else f"{absent} AS {name}"
+
     def tunnel_ports(self) -> dict[int, int]:
         """The tunnel port of each job in progress, by request ID."""
         if self.version < 2:
             return {}
-        try:
+        with self._read_errors():
             return dict(self._conn().execute("SELECT req_id, port FROM tunnels"))
-        except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from None
 
     def is_empty(self) -> bool:
         db = self._conn()
-        return (db.execute("SELECT 1 FROM requests LIMIT 1").fetchone() is None
-                and db.execute("SELECT 1 FROM workers LIMIT 1").fetchone() is None
+        tables = ("requests", "workers") + (("users", "enrolments")
+                                            if self.version >= IDENTITY_VERSION else ())
+        return (all(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() is None for t in tables)
                 and not self._meta("last_id"))
 
     @contextlib.contextmanager
@@ -448,109 +452,61 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("COMMIT")
 
-    # -- dump and restore --------------------------------------------------
-    def dump(self) -> Iterator[dict[str, Any]]:
-        """JSON-lines records of the whole state, from one consistent read.
+    # -- users and dryad enrolments ----------------------------------------
+    # Each write is its own transaction, durable when the call returns: an admin's
+    # change is answered only once the disk holds it. Like `commit`, these run on the
+    # server's loop thread and finish their transaction before returning, so a turn's
+    # group commit never shares a transaction with them.
+    def save_user(self, doc: Mapping[str, Any]) -> None:
+        """Add or replace a user (their document, boruta.core.users.User.to_doc())."""
+        self._identity_write(self._write_user, dict(doc))
 
-        Meta first, then workers, tunnels, requests (by ID). Streams: a big
-        state is never held in memory whole. Worker records carry the job
-        keys as the server stored them: a dump is as secret as the database.
-        """
-        try:
-            with self._reading():
-                decode = json_decoder()
-                yield {"kind": "meta", "schema_version": SCHEMA_VERSION,
-                       "last_id": self._meta("last_id") or 0,
-                       "last_seq": self._meta("last_seq") or 0}
-                for worker in self._records(WORKER_COLUMNS, "workers", "uuid", decode):
-                    yield {"kind": "worker", **worker}
-                if self.version >= 2:
-                    for req_id, port in self._conn().execute(
-                            "SELECT req_id, port FROM tunnels ORDER BY req_id"):
-                        yield {"kind": "tunnel", "req_id": req_id, "port": port}
-                for request in self._records(REQUEST_COLUMNS, "requests", "id", decode):
-                    yield {"kind": "request", **request}
-        except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from None
-        except (ValueError, TypeError) as exc:
-            raise _unusable(self.path, f"bad record: {exc}") from None
+    def delete_user(self, name: str) -> None:
+        self._identity_write(lambda: self._conn().execute(
+            "DELETE FROM users WHERE name=?", (name,)))
 
-    def restore(self, records: Iterable[Any]) -> tuple[int, int]:
-        """Load a dump into this (empty) store, all or nothing; returns (workers, requests).
+    def load_users(self) -> list[dict[str, Any]]:
+        """Every user's document, by name."""
+        if self.version < IDENTITY_VERSION:
+            return []
+        with self._read_errors():
+            return [json.loads(doc) for (doc,) in
+                    self._conn().execute("SELECT doc FROM users ORDER BY name")]
 
-        Every record is checked; the first bad one is reported by its line
-        number and nothing is written.
-        """
+    def save_enrolment(self, uuid: str, key: str) -> None:
+        """Let `key` (a dryad's public key) register worker `uuid`; replaces its old key."""
+        self._identity_write(self._write_enrolment, uuid, key)
+
+    def delete_enrolment(self, uuid: str) -> None:
+        self._identity_write(lambda: self._conn().execute(
+            "DELETE FROM enrolments WHERE uuid=?", (uuid,)))
+
+    def load_enrolments(self) -> list[tuple[str, str]]:
+        """(uuid, key) pairs, by UUID."""
+        if self.version < IDENTITY_VERSION:
+            return []
+        with self._read_errors():
+            return [(uuid, key) for uuid, key in
+                    self._conn().execute("SELECT uuid, key FROM enrolments ORDER BY uuid")]
+
+    def _write_user(self, doc: Mapping[str, Any]) -> None:
+        if not isinstance(doc.get("name"), str):
+            raise StoreError("a user document without a name cannot be saved")
+        self._conn().execute("INSERT OR REPLACE INTO users(name, doc) VALUES (?, ?)",
+                             (doc["name"], json.dumps(doc, sort_keys=True)))
+
+    def _write_enrolment(self, uuid: str, key: str) -> None:
+        self._conn().execute("INSERT OR REPLACE INTO enrolments(uuid, key) VALUES (?, ?)",
+                             (uuid, key))
+
+    def _identity_write(self, write: Callable[..., Any], *args: Any) -> None:
         if self.readonly:
-            raise StoreError("cannot restore into a store opened read-only")
-        if not self.is_empty():
-            raise StoreError(f"{self.path} is not empty: restore only into an empty state "
-                             "directory (move the old one away first)")
-        db = self._conn()
-        seen_meta = False
-        last_id = last_seq = top_id = top_seq = 0
-        req_ids: set[int] = set()
-        uuids: set[str] = set()
-        tunnel_ids: set[int] = set()
-        requests: list[tuple] = []
-        workers = 0
-        number = 0
+            raise StoreError(f"{self.path} is open read-only")
         try:
             with self._transaction():
-                for number, record in enumerate(records, 1):
-                    kind = record.get("kind") if isinstance(record, dict) else None
-                    if kind == "meta":
-                        version = record.get("schema_version")
-                        if (not is_int(version) or version < 1
-                                or version > SCHEMA_VERSION):
-                            raise StoreError(f"line {number}: a dump of schema version "
-                                             f"{version!r} cannot be restored by this Boruta "
-                                             f"(versions 1 to {SCHEMA_VERSION})")
-                        if not (is_int(record.get("last_id")) and is_int(record.get("last_seq"))):
-                            raise StoreError(f"line {number}: meta record without last_id/last_seq")
-                        last_id, last_seq = record["last_id"], record["last_seq"]
-                        seen_meta = True
-                    elif kind == "worker":
-                        check_worker(record, number)
-                        if record["uuid"] in uuids:
-                            raise StoreError(
-                                f"line {number}: worker {record['uuid']} appears twice")
-                        uuids.add(record["uuid"])
-                        db.execute(_INSERT_WORKERS, self._worker_row(record))
-                        workers += 1
-                    elif kind == "tunnel":
-                        req_id, port = record.get("req_id"), record.get("port")
-                        if not (is_int(req_id) and is_int(port) and 0 < port < 65536):
-                            raise StoreError(f"line {number}: bad tunnel record")
-                        if req_id in tunnel_ids:
-                            raise StoreError(f"line {number}: tunnel of request {req_id} "
-                                             "appears twice")
-                        tunnel_ids.add(req_id)
-                        db.execute("INSERT INTO tunnels(req_id, port) VALUES (?, ?)",
-                                   (req_id, port))
-                    elif kind == "request":
-                        check_request(record, number)
-                        if record["id"] in req_ids:
-                            raise StoreError(f"line {number}: request {record['id']} appears twice")
-                        req_ids.add(record["id"])
-                        top_id = max(top_id, record["id"])
-                        top_seq = max(top_seq, record["seq"])
-                        requests.append(self._request_row(record))
-                        if len(requests) >= _RESTORE_CHUNK:
-                            db.executemany(_INSERT_REQUESTS, requests)
-                            requests.clear()
-                    else:
-                        raise StoreError(f"line {number}: not a Boruta dump record")
-                if not seen_meta:
-                    raise StoreError("the dump has no meta record: not a Boruta dump "
-                                     "(or an empty input)")
-                if requests:
-                    db.executemany(_INSERT_REQUESTS, requests)
-                self._set_meta("last_id", max(last_id, top_id))
-                self._set_meta("last_seq", max(last_seq, top_seq))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"line {number}: cannot write {self.path}: {exc}") from None
-        return workers, len(req_ids)
+                write(*args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot save to {self.path}: {exc}") from None
 
     def close(self) -> None:
         if self._db is not None:
