@@ -41,7 +41,7 @@ b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
 def req(id: int = 7, state: ReqState = ReqState.WAIT, priority: int = 4,
         worker: str | None = None, caps: dict | None = None) -> ReqInfo:
     return ReqInfo(
-        id=id, priority=priority, owner=UserInfo(("lab",)),
+        id=id, priority=priority, owner=UserInfo(("lab",), "alice"),
         deadline=T0 + timedelta(days=1), valid_after=T0, state=state,
         job=JobInfo(worker, T0 + timedelta(hours=1)) if worker else None,
         caps=caps if caps is not None else {"device_type": "rpi4"})
@@ -69,7 +69,26 @@ def access(key: Any = KEY, key_type: str | None = "ssh-ed25519") -> Any:
 PING = {"server": "0.3.0", "protocol": 1, "matcher": "compiled",
         "endpoints": {"listen": "tcp://0.0.0.0:7175", "dryad": "tcp://0.0.0.0:7176",
                       "events": "tcp://0.0.0.0:7177"},
-        "heartbeat_interval": 5.0}
+        "heartbeat_interval": 5.0, "user": {"name": "alice", "role": "admin"}}
+
+# Two valid CURVE public keys (Z85), fixed so that failures read the same every run.
+PUB1 = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+PUB2 = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
+
+
+def user_doc(name: str = "alice", keys: list | None = None, groups: list | None = None,
+             role: str | None = None, priorities: list | None = None,
+             max_open: int | None = None) -> dict:
+    """A user document as the server answers it (its defaults where an argument is None)."""
+    return {"name": name, "keys": list(keys or [PUB1]), "groups": list(groups or []),
+            "role": role or "user", "priorities": list(priorities or [1, 16]),
+            "max_open": 1000 if max_open is None else max_open}
+
+
+def _user_set(name: str, keys: list | None = None, **changes: Any) -> dict:
+    doc = user_doc(name, keys or [PUB1], groups=["lab"])
+    doc.update({k: v for k, v in changes.items() if v is not None})
+    return doc
 
 
 class FakeClient:
@@ -91,6 +110,12 @@ class FakeClient:
             "wait_request": req(state=ReqState.INPROGRESS, worker=W1),
             "events": [],
             "ping": dict(PING),
+            "user_add": user_doc,
+            "user_set": _user_set,
+            "user_list": [user_doc("alice", groups=["lab"]),
+                          user_doc("ci", [PUB1, PUB2], role="admin", priorities=[8, 16])],
+            "dryad_enroll": lambda uuid, key: {"uuid": uuid, "key": key},
+            "dryad_list": [{"uuid": W1, "key": PUB2}],
         }
 
     def open(self, endpoint: str, timeout: float, **kw: Any) -> "FakeClient":
@@ -134,7 +159,9 @@ class Result:
 def fake(monkeypatch, tmp_path) -> FakeClient:
     client = FakeClient()
     monkeypatch.setattr(session, "make_client", client.open)
-    monkeypatch.delenv("BORUTA_SERVER", raising=False)
+    for name in ("BORUTA_SERVER", "BORUTA_SERVER_KEY", "BORUTA_KEY_FILE",
+                 "BORUTA_CLIENT_CONFIG", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)     # the tests' own client config only
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     return client

@@ -83,7 +83,25 @@ def test_dump_and_restore_round_trip(run, tmp_path: Path) -> None:
     r4 = run("admin", "restore", "--state-dir", str(tmp_path / "c"), "-i",
              str(tmp_path / "d.jsonl"), "--json")
     assert r4.code == 0 and json.loads(r4.out) == {"state_dir": str(tmp_path / "c"),
-                                                   "workers": 2, "requests": 3}
+                                                   "workers": 2, "requests": 3,
+                                                   "users": 0, "enrolments": 0}
+
+
+def test_dump_and_restore_carry_users_and_enrolments(run, tmp_path: Path) -> None:
+    make_state(tmp_path / "a")
+    store = Store(tmp_path / "a", "OFF")
+    key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    store.save_user({"name": "alice", "keys": [key], "groups": ["lab"], "role": "user",
+                     "priorities": [4, 16], "max_open": 5})
+    store.save_enrolment("w1", key)
+    store.close()
+    r = run("admin", "dump", "--state-dir", str(tmp_path / "a"))
+    assert "Dumped 2 workers and 3 requests, 1 users and 1 dryad enrolments" in r.err
+    assert [x["name"] for x in lines(r.out) if x["kind"] == "user"] == ["alice"]
+    r2 = run("admin", "restore", "--state-dir", str(tmp_path / "b"), stdin=r.out)
+    assert r2.out == (f"Restored 2 workers and 3 requests, 1 users and 1 dryad enrolments "
+                      f"into {tmp_path / 'b'}.\n")
+    assert run("admin", "dump", "--state-dir", str(tmp_path / "b")).out == r.out
 
 
 def test_restore_refusals_write_nothing(run, tmp_path: Path) -> None:

@@ -195,6 +195,7 @@ def test_ping(run, fake):
         "Server     0.3.0",
         "Protocol   1",
         "Matcher    compiled",
+        "You        alice (admin)",
         "Heartbeat  every 5s",
         "Clients    tcp://0.0.0.0:7175",
         "Dryads     tcp://0.0.0.0:7176",
@@ -220,6 +221,8 @@ SAMPLE_ARGS = {
     "request close": ["7"], "request acquire": ["7"], "request prolong": ["7"],
     "request wait": ["7"], "worker show": [W1], "worker set-state": [W1, "idle"],
     "worker set-groups": [W1, "lab"], "worker deregister": [W1], "worker healthcheck": [W1],
+    "admin user add": ["bob"], "admin user set": ["alice", "--max-open", "3"],
+    "admin user remove": ["alice"], "admin dryad enroll": [W1], "admin dryad revoke": [W1],
 }
 
 

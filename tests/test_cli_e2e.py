@@ -35,16 +35,19 @@ class Run:
         return f"Run(code={self.code}, out={self.out!r}, err={self.err!r})"
 
 
-def _env(server: str | None, cwd: Path) -> dict[str, str]:
+def _env(server: str | None, cwd: Path, client_config: Path | None = None) -> dict[str, str]:
     env = dict(child_env(), HOME=str(cwd))        # no client.toml of the person running tests
+    if client_config is not None:                 # the test server's admin: its keys
+        env["BORUTA_CLIENT_CONFIG"] = str(client_config)
     env.pop("BORUTA_SERVER", None)
     if server is not None:
         env["BORUTA_SERVER"] = server
     return env
 
 
-def boruta(*args: str, server: str | None, cwd: Path, timeout: float = 60.0) -> Run:
-    env = _env(server, cwd)
+def boruta(*args: str, server: str | None, cwd: Path, timeout: float = 60.0,
+           client_config: Path | None = None) -> Run:
+    env = _env(server, cwd, client_config)
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "boruta.cli", *args], capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
@@ -56,7 +59,8 @@ def boruta(*args: str, server: str | None, cwd: Path, timeout: float = 60.0) -> 
 @pytest.fixture
 def cli(shared_server: ServerProcess, tmp_path: Path):
     def _cli(*args: str, **kw: Any) -> Run:
-        return boruta(*args, server=shared_server.listen, cwd=tmp_path, **kw)
+        return boruta(*args, server=shared_server.listen, cwd=tmp_path,
+                      client_config=shared_server.client_config, **kw)
     return _cli
 
 
@@ -241,7 +245,8 @@ def test_events_json_lines_until_interrupted(shared_server: ServerProcess, tmp_p
     client = shared_server.client()
     proc = subprocess.Popen([sys.executable, "-m", "boruta.cli", "events", "--worker", uuid,
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, env=_env(shared_server.listen, tmp_path))
+                            text=True, cwd=tmp_path, env=_env(shared_server.listen, tmp_path,
+                                                            shared_server.client_config))
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from boruta.cli import parse as p
-from boruta.core.errors import ConfigError
 from boruta.core.types import ReqState, SortInfo, WorkerState
 from boruta.transport.addresses import CLIENT_ENDPOINT
+from boruta.transport.credentials import load_client_config
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -211,9 +211,13 @@ def test_parse_sort_rejects(text):
         p.parse_sort(text)
 
 
-# ---- endpoints and where the server is
+# ---- endpoints and where the server is (the reader: tests/test_credentials.py)
 
 MISSING = "/nonexistent/client.toml"
+
+
+def server_of(option, env=None, config=MISSING):
+    return load_client_config(config, env or {}, server=option).server or CLIENT_ENDPOINT
 
 
 @pytest.mark.parametrize("text, endpoint", [
@@ -224,65 +228,20 @@ MISSING = "/nonexistent/client.toml"
     ("tcp://[::1]:7175", "tcp://[::1]:7175"),
 ])
 def test_server_option_forms(text, endpoint):
-    assert p.resolve_server(text, {}, MISSING) == endpoint
+    assert server_of(text) == endpoint
 
 
 @pytest.mark.parametrize("text", ["tcp://h", "tcp://h:", "tcp://:7175", "http://h:80",
                                   "tcp://h:99999", "tcp://h:0", "h:port", "tcp://h:\u00b2"])
 def test_server_option_rejects(text):
     with pytest.raises(ValueError, match="invalid endpoint"):
-        p.resolve_server(text, {}, MISSING)
-
-
-def test_resolve_server_order(tmp_path):
-    cfg = tmp_path / "client.toml"
-    cfg.write_text('server = "tcp://from-file:1"\n')
-    env = {"BORUTA_SERVER": "tcp://from-env:2"}
-    assert p.resolve_server("tcp://from-option:3", env, cfg) == "tcp://from-option:3"
-    assert p.resolve_server(None, env, cfg) == "tcp://from-env:2"
-    assert p.resolve_server(None, {}, cfg) == "tcp://from-file:1"
-    assert p.resolve_server(None, {"BORUTA_SERVER": "  "}, cfg) == "tcp://from-file:1"
-    assert p.resolve_server(None, {}, tmp_path / "missing.toml") == CLIENT_ENDPOINT
-    assert CLIENT_ENDPOINT == "tcp://127.0.0.1:7175"
-
-
-def test_resolve_server_reads_home_config(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    path = p.client_config_path()
-    assert path == tmp_path / ".config" / "boruta" / "client.toml"
-    path.parent.mkdir(parents=True)
-    path.write_text('# comment\nserver = "farm:7175"\n[other]\nx = 1\n')
-    assert p.resolve_server(None, {}) == "tcp://farm:7175"
+        server_of(text)
 
 
 def test_config_without_server_key(tmp_path):
     cfg = tmp_path / "client.toml"
     cfg.write_text('timeout = 3\n')
-    assert p.resolve_server(None, {}, cfg) == CLIENT_ENDPOINT
+    assert server_of(None, {}, cfg) == CLIENT_ENDPOINT
     cfg.write_text('server = ""\n')
-    assert p.resolve_server(None, {}, cfg) == CLIENT_ENDPOINT
-
-
-@pytest.mark.parametrize("content, problem", [
-    ("server = ", "not valid TOML: "),
-    ("server = 7175\n", "server: must be a string"),
-    ('server = "http://h:1"\n', "server: invalid endpoint 'http://h:1'"),
-    (b"\xff\xfe", "not valid TOML: "),
-])
-def test_bad_config_is_an_error_naming_the_file(tmp_path, content, problem):
-    cfg = tmp_path / "client.toml"
-    if isinstance(content, bytes):
-        cfg.write_bytes(content)
-    else:
-        cfg.write_text(content)
-    with pytest.raises(ConfigError) as exc:
-        p.resolve_server(None, {}, cfg)
-    assert str(exc.value).startswith(f"client config {cfg}: {problem}")
-    assert exc.value.source == f"client config {cfg}"
-
-
-def test_bad_endpoint_from_env_names_the_variable(tmp_path):
-    with pytest.raises(ConfigError) as exc:
-        p.resolve_server(None, {"BORUTA_SERVER": "http://x"}, tmp_path / "none.toml")
-    assert str(exc.value) == ("BORUTA_SERVER: invalid endpoint 'http://x'; "
-                              "use tcp://HOST:PORT or ipc://PATH")
+    assert server_of(None, {}, cfg) == CLIENT_ENDPOINT
+    assert CLIENT_ENDPOINT == "tcp://127.0.0.1:7175"

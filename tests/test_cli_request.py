@@ -56,7 +56,8 @@ def test_request_new_json_is_the_request(run, fake):
     doc = r.json()
     assert doc == req().to_dict()
     assert set(doc) == {"id", "priority", "state", "caps", "owner", "valid_after", "deadline", "job"}
-    assert doc["valid_after"].endswith("Z") and doc["owner"] == {"groups": ["lab"]}
+    assert doc["valid_after"].endswith("Z")
+    assert doc["owner"] == {"name": "alice", "groups": ["lab"]}
     assert fake.called("get_request_info") == [((7,), {})]
 
 

@@ -1,4 +1,5 @@
-"""`boruta admin dump|restore`: the server's durable state as JSON lines, and back.
+"""`boruta admin ...`: the farm's users and dryads (identity.py), and `dump|restore`,
+the server's durable state as JSON lines, and back.
 
 The dump reads the last committed state in one consistent snapshot, so a
 running server is not disturbed; a restore is all or nothing, into an empty
@@ -15,22 +16,31 @@ import click
 
 from boruta.cli import output as out
 from boruta.cli.errors import exc_text, refused
+from boruta.cli.identity import dryad, user
 from boruta.cli.options import CONTEXT, json_mode, json_option
 
 
 @click.group("admin", context_settings=CONTEXT)
 def admin() -> None:
-    """Dump and restore the server's durable state (its state directory).
+    """Manage the farm's users and dryads; dump and restore the server's state.
 
-    The dump is JSON lines: a meta record, then workers, tunnels and
-    requests. It holds the private keys of jobs in progress: keep it as
-    secret as the state directory.
+    `user` and `dryad` ask the server (as an admin). `dump` and `restore`
+    work on the state directory itself: the dump is JSON lines (a meta
+    record, then users, enrolments, workers, tunnels and requests) and holds
+    the private keys of jobs in progress: keep it as secret as the state
+    directory.
 
     \b
     Examples:
+      boruta admin user add alice --group lab
+      boruta admin dryad enroll 4f1a2b3c-0000-4000-8000-000000000001
       boruta admin dump --state-dir /var/lib/boruta > state.jsonl
       boruta admin restore --state-dir /var/lib/boruta-new < state.jsonl
     """
+
+
+admin.add_command(user)
+admin.add_command(dryad)
 
 
 def _state_dir_option(f: Callable) -> Callable:
@@ -81,8 +91,10 @@ def admin_dump(state_dir: str | None, output: str | None) -> None:
         store.close()
         if output:
             sink.close()
-    sys.stderr.write(f"Dumped {counts['worker']} workers and {counts['request']} requests "
-                     f"from {where}.\n")
+    identity = (f", {counts.get('user', 0)} users and {counts.get('enrolment', 0)} dryad "
+                "enrolments" if counts.get("user") or counts.get("enrolment") else "")
+    sys.stderr.write(f"Dumped {counts['worker']} workers and {counts['request']} requests"
+                     f"{identity} from {where}.\n")
 
 
 @admin.command("restore", context_settings=CONTEXT)
@@ -121,6 +133,7 @@ def admin_restore(state_dir: str | None, input_: str | None) -> None:
     try:
         store = Store(where, lock=True)
         workers, requests = store.restore(records(source))
+        users, enrolments = len(store.load_users()), len(store.load_enrolments())
     except StoreError as exc:
         raise refused(f"nothing restored: {exc}", "state_error") from None
     except UnicodeDecodeError as exc:
@@ -132,6 +145,10 @@ def admin_restore(state_dir: str | None, input_: str | None) -> None:
         if input_:
             source.close()
     if json_mode():
-        out.print_json({"state_dir": where, "workers": workers, "requests": requests})
+        out.print_json({"state_dir": where, "workers": workers, "requests": requests,
+                        "users": users, "enrolments": enrolments})
     else:
-        sys.stdout.write(f"Restored {workers} workers and {requests} requests into {where}.\n")
+        identity = (f", {users} users and {enrolments} dryad enrolments"
+                    if users or enrolments else "")
+        sys.stdout.write(f"Restored {workers} workers and {requests} requests{identity} "
+                         f"into {where}.\n")

@@ -7,8 +7,9 @@ one sentence on stderr (or one JSON error document on stdout with --json),
 never a traceback.
 
 Each noun has its module (request.py, worker.py, events.py, server.py,
-dryad.py, admin.py); parsing lives in parse.py, printing in output.py, the
-client in session.py (its `make_client` is the seam tests replace).
+dryad.py, admin.py with its users and dryads in identity.py); parsing lives
+in parse.py, printing in output.py, the client in session.py (its
+`make_client` is the seam tests replace).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from boruta.cli import output as out
 from boruta.cli.admin import admin
 from boruta.cli.dryad import dryad
 from boruta.cli.errors import (
+    EXIT_AUTH,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
@@ -38,8 +40,9 @@ from boruta.cli.request import request
 from boruta.cli.server import ping, server
 from boruta.cli.worker import worker
 from boruta.core.errors import BorutaError
+from boruta.transport.errors import HandshakeError
 
-__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "OPERATION_COMMANDS",
+__all__ = ["EXIT_AUTH", "EXIT_OK", "EXIT_REFUSED", "EXIT_UNREACHABLE", "EXIT_USAGE", "OPERATION_COMMANDS",
            "cli", "main", "run"]
 
 
@@ -57,7 +60,8 @@ def cli() -> None:
       boruta --server tcp://boruta.example.com:{CLIENT_PORT} request show 7
 
     Exit status: 0 done, 1 the server refused the call, 2 the command line is
-    wrong, 3 the server did not answer.
+    wrong, 3 the server did not answer, 4 the secure handshake failed (the
+    server refused our key, or its key is not the one we know).
     """
 
 
@@ -82,6 +86,13 @@ OPERATION_COMMANDS: dict[str, str] = {
     "set_groups": "worker set-groups",
     "deregister": "worker deregister",
     "healthcheck": "worker healthcheck",
+    "user_add": "admin user add",
+    "user_set": "admin user set",
+    "user_remove": "admin user remove",
+    "user_list": "admin user list",
+    "dryad_enroll": "admin dryad enroll",
+    "dryad_revoke": "admin dryad revoke",
+    "dryad_list": "admin dryad list",
 }
 
 
@@ -179,6 +190,8 @@ def _report_exception(exc: BaseException, json_out: bool, extra: dict[str, Any])
         return EXIT_OK
     if isinstance(exc, BorutaError):
         _report(json_out, exc.code, exc.message or exc_text(exc), **extra)
+        if isinstance(exc, HandshakeError):
+            return EXIT_AUTH
         return EXIT_UNREACHABLE if is_unreachable(exc) else EXIT_REFUSED
     message = exc_text(exc)
     if isinstance(exc, TimeoutError):

@@ -39,6 +39,9 @@ def dryad(ctx: click.Context, config: str | None, log_level: str, log_format: st
     job. Write a configuration first with `boruta dryad init`. Prints
     `boruta dryad ready uuid=... ssh=...` once registered; SIGTERM or
     SIGINT stop it (exit 0). A bad configuration exits 2, naming the field.
+    With `server_key` and `key_file` in the configuration the link uses
+    CURVE; a key the server refuses is logged (enrol it with `boruta admin
+    dryad enroll UUID`) and the dryad keeps trying.
 
     \b
     Examples:
@@ -53,6 +56,7 @@ def dryad(ctx: click.Context, config: str | None, log_level: str, log_format: st
     from boruta.dryad.config import ConfigError, load_config
     try:
         cfg = load_config(_config_path(config))
+        cfg.credentials()                # a bad key file stops it now, naming the file
     except ConfigError as exc:
         raise CliError(f"invalid dryad configuration: {exc}", code="bad_config") from None
     try:
@@ -84,12 +88,18 @@ def dryad(ctx: click.Context, config: str | None, log_level: str, log_format: st
               help="Where the embedded SSH server listens (default 127.0.0.1:0, a free port; "
                    "give a fixed port so that restarts keep the worker's configuration).")
 @click.option("--user", metavar="NAME", help="The session user of every job (default boruta-user).")
+@click.option("--server-key", metavar="KEY",
+              help="The server's public key (`boruta server` prints it); with --key-file. "
+                   "Without: plain text, for a server run with insecure = true.")
+@click.option("--key-file", metavar="FILE",
+              help="This dryad's key file, as `boruta admin dryad enroll UUID` writes it "
+                   "(a relative path is relative to the configuration's directory).")
 @json_option("Print what was written as one JSON document.")
 @click.pass_context
 @with_ports
 def dryad_init(ctx: click.Context, config: str | None, caps: tuple[tuple[str, str], ...],
                server_ep: str | None, board: str, session: str, ssh_listen: str | None,
-               user: str | None) -> None:
+               user: str | None, server_key: str | None, key_file: str | None) -> None:
     """Write a commented dryad configuration with a fresh UUID.
 
     Edit it if need be, then start the dryad with `boruta dryad --config FILE`.
@@ -103,7 +113,8 @@ def dryad_init(ctx: click.Context, config: str | None, caps: tuple[tuple[str, st
     from boruta.dryad.config import ConfigError, write_default_config
     parent_config = ctx.parent.meta.get(_CONFIG_KEY) if ctx.parent else None
     path = _config_path(config or parent_config)
-    given = {"server": server_ep, "user": user, "ssh_listen": ssh_listen}
+    given = {"server": server_ep, "user": user, "ssh_listen": ssh_listen,
+             "server_key": server_key, "key_file": key_file}
     kwargs: dict[str, Any] = {"caps": caps_dict(caps), "board": board, "session": session,
                               **{k: v for k, v in given.items() if v is not None}}
     parent = os.path.dirname(os.path.abspath(path))
@@ -120,7 +131,9 @@ def dryad_init(ctx: click.Context, config: str | None, caps: tuple[tuple[str, st
     if json_mode():
         out.print_json({"config": path, "uuid": written.uuid, "caps": dict(written.caps),
                         "server": written.server, "board": written.board.backend,
-                        "session": written.session.backend, "user": written.user})
+                        "session": written.session.backend, "user": written.user,
+                        "server_key": written.server_key or None,
+                        "key_file": written.key_file or None})
     else:
         sys.stdout.write(f"Wrote {path} for dryad {written.uuid}.\n"
                          f"Start it with: boruta dryad --config {path}\n")

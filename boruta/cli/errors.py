@@ -3,7 +3,10 @@
 Scripts branch on the exit status, so it says who failed: 1 the server
 refused the call, 2 the command line (or the client's configuration) is
 wrong, 3 the server did not answer, so the call may or may not have been
-carried out.
+carried out, 4 the secure handshake failed, so the call was not carried
+out: the server refused our key (`key_refused`: an admin adds it with
+`boruta admin user add`) or the server's key does not match the one we
+hold, or one side does not use CURVE (`server_key_mismatch`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
 EXIT_INTERRUPTED = 130      # as a shell reports a command stopped by SIGINT
 
 # The codes of "no answer in the time given": the server's silence

@@ -1,6 +1,7 @@
 """What every `boruta` command accepts: the global options and the parameter types.
 
---server, --json and --timeout may stand at any level of a command
+--server, --server-key, --key-file, --json and --timeout may stand at any
+level of a command
 (`boruta --json request list` and `boruta request list --json` are the
 same); the innermost wins. The parameter types wrap the pure parsers of
 boruta/cli/parse.py, so a bad value is a usage error (exit 2) naming the
@@ -16,6 +17,7 @@ import click
 
 from boruta.cli import output as out
 from boruta.cli import parse
+from boruta.core.errors import ConfigError
 from boruta.core.types import HI_PRIO, LO_PRIO, MAX_PAGE_LIMIT, Paginator
 from boruta.transport.addresses import (
     CLIENT_ENDPOINT,
@@ -26,6 +28,13 @@ from boruta.transport.addresses import (
     LISTEN_DRYADS,
     LISTEN_EVENTS,
     parse_endpoint,
+)
+from boruta.transport.credentials import (
+    CLIENT_CONFIG_ENV,
+    KEY_FILE_ENV,
+    SERVER_ENV,
+    SERVER_KEY_ENV,
+    check_public_key,
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -61,6 +70,8 @@ def with_ports(f: Callable) -> Callable:
 @dataclass
 class Settings:
     server: str | None = None
+    server_key: str | None = None
+    key_file: str | None = None
     json: bool = False
     timeout: float | None = None
 
@@ -111,6 +122,21 @@ def _set_server(ctx: click.Context, param: click.Parameter, value: str | None) -
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
+def _set_server_key(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        try:
+            settings(ctx).server_key = check_public_key(value, "--server-key")
+        except ConfigError as exc:
+            raise click.BadParameter(exc.problem, ctx=ctx, param=param) from None
+
+
+def _set_key_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        if not value.strip():
+            raise click.BadParameter("empty file name", ctx=ctx, param=param)
+        settings(ctx).key_file = value
+
+
 def set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         settings(ctx).json = True
@@ -132,14 +158,24 @@ def json_option(help: str) -> Callable:
 
 def global_options(
         timeout_help: str = "Seconds to wait for the server's answer (default 5).") -> Callable:
-    """--server, --json and --timeout, accepted at every level of the command."""
+    """--server, --server-key, --key-file, --json and --timeout, accepted at every level
+    of the command."""
     def decorate(f: Callable) -> Callable:
         f = click.option("--timeout", metavar="S", expose_value=False, callback=_set_timeout,
                          help=timeout_help)(f)
         f = json_option("Print one JSON document on stdout (errors too).")(f)
+        f = click.option("--key-file", metavar="FILE", expose_value=False,
+                         callback=_set_key_file,
+                         help=f"Your key file (default: ${KEY_FILE_ENV}, then key_file in the "
+                              "client config).")(f)
+        f = click.option("--server-key", metavar="KEY", expose_value=False,
+                         callback=_set_server_key,
+                         help=f"The server's public key (default: ${SERVER_KEY_ENV}, then "
+                              "server_key in the client config); none: plain text.")(f)
         f = click.option("--server", metavar="ENDPOINT", expose_value=False, callback=_set_server,
-                         help=f"Server endpoint (default: ${parse.SERVER_ENV}, then "
-                              f"~/.config/boruta/client.toml, then {CLIENT_ENDPOINT}).")(f)
+                         help=f"Server endpoint (default: ${SERVER_ENV}, then the client config "
+                              f"(${CLIENT_CONFIG_ENV}, else ~/.config/boruta/client.toml), then "
+                              f"{CLIENT_ENDPOINT}).")(f)
         return f
     return decorate
 

@@ -252,6 +252,12 @@ def print_ping(info: Mapping[str, Any], stream: TextIO | None = None) -> None:
         ("Protocol", info.get("protocol")),
         ("Matcher", info.get("matcher")),
     ]
+    secure = info.get("secure")
+    if isinstance(secure, bool):
+        fields.append(("Security", "CurveZMQ" if secure else "none (insecure: every peer an admin)"))
+    user = info.get("user")
+    if isinstance(user, Mapping):
+        fields.append(("You", f"{user.get('name')} ({user.get('role')})"))
     heartbeat = info.get("heartbeat_interval")
     if isinstance(heartbeat, (int, float)) and not isinstance(heartbeat, bool):
         fields.append(("Heartbeat", f"every {format_duration(heartbeat)}"))

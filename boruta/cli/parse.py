@@ -6,16 +6,10 @@ status 2).
 """
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Mapping
 
-from boruta.core.addresses import AddressError
 from boruta.core.durations import UNIT_SECONDS
-from boruta.core.errors import ConfigError
 from boruta.core.types import (
     ReqState,
     SortInfo,
@@ -23,9 +17,6 @@ from boruta.core.types import (
     parse_req_state as _core_parse_req_state,
     parse_worker_state as _core_parse_worker_state,
 )
-from boruta.transport.addresses import CLIENT_ENDPOINT, parse_endpoint
-
-SERVER_ENV = "BORUTA_SERVER"
 
 # The longest duration accepted: longer than anyone means to wait, and short enough
 # that every clock and socket timeout below can still count it.
@@ -161,61 +152,3 @@ def parse_sort(text: str) -> SortInfo:
     if order in ("desc", "descending"):
         return SortInfo(item=item, descending=True)
     raise ValueError(f"invalid sort order {order!r} in {text!r}; use :asc or :desc")
-
-
-def client_config_path(home: str | os.PathLike[str] | None = None) -> Path:
-    base = Path(home) if home is not None else Path.home()
-    return base / ".config" / "boruta" / "client.toml"
-
-
-def read_client_config_server(path: str | os.PathLike[str]) -> str | None:
-    """The `server` key of the client config file; None when the file or the key is absent.
-
-    Raises ConfigError naming the file."""
-    p = Path(path)
-    source = f"client config {p}"
-    try:
-        data = p.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read it: {exc.strerror or exc}", source=source) from None
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
-    server = doc.get("server")
-    if server is None or (isinstance(server, str) and not server.strip()):
-        return None
-    if not isinstance(server, str):
-        raise ConfigError("must be a string", field="server", source=source)
-    try:
-        return parse_endpoint(server)
-    except AddressError as exc:
-        raise ConfigError(str(exc), field="server", source=source) from None
-
-
-def resolve_server(option: str | None, env: Mapping[str, str] | None = None,
-                   config_path: str | os.PathLike[str] | None = None) -> str:
-    """--server, then $BORUTA_SERVER, then the client config file, then CLIENT_ENDPOINT.
-
-    A bad value raises ValueError (ConfigError for the variable and the file,
-    naming which).
-    """
-    if option is not None and str(option).strip():
-        return parse_endpoint(option)
-    environ = os.environ if env is None else env
-    value = environ.get(SERVER_ENV, "")
-    if value.strip():
-        try:
-            return parse_endpoint(value)
-        except AddressError as exc:
-            raise ConfigError(str(exc), source=SERVER_ENV) from None
-    if config_path is not None:
-        path = Path(config_path)
-    else:
-        try:
-            path = client_config_path()
-        except (RuntimeError, KeyError):     # no home directory to look in
-            return CLIENT_ENDPOINT
-    return read_client_config_server(path) or CLIENT_ENDPOINT

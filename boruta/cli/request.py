@@ -7,7 +7,7 @@ import click
 
 from boruta.cli import output as out
 from boruta.cli.access import acquire, check_key_out, print_access, public_access
-from boruta.cli.errors import remember_created, wait_reported
+from boruta.cli.errors import refused, remember_created, wait_reported
 from boruta.cli.options import (
     CAP,
     CONTEXT,
@@ -108,25 +108,39 @@ def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: A
               help="Only requests with this priority; repeat for more.")
 @click.option("--id", "ids", type=REQ_ID, multiple=True, metavar="N",
               help="Only the request with this ID; repeat for more.")
+@click.option("--mine", is_flag=True, help="Only the requests you filed.")
 @list_options(REQ_ID, "ID", "Start after the request with this ID.",
               "Sort by id, priority, deadline, validafter or state.")
 @global_options()
 def request_list(states: tuple[ReqState, ...], priorities: tuple[int, ...], ids: tuple[int, ...],
-                 sort: Any, limit: int | None, after: int | None, backward: bool) -> None:
+                 mine: bool, sort: Any, limit: int | None, after: int | None,
+                 backward: bool) -> None:
     """List requests.
 
     \b
     Examples:
       boruta request list
-      boruta request list --state wait --state inprogress --sort priority:desc
+      boruta request list --mine --state wait --state inprogress --sort priority:desc
       boruta request list --limit 20 --after 140
       boruta request list --json | jq '.items[].id'
     """
-    flt = RequestFilter(ids=tuple(ids), priorities=tuple(priorities), states=tuple(states)) \
-        if (states or priorities or ids) else None
     with client_session() as client:
+        owners = (_my_name(client),) if mine else ()
+        flt = RequestFilter(ids=tuple(ids), priorities=tuple(priorities), states=tuple(states),
+                            owners=owners) if (states or priorities or ids or owners) else None
         items, info = client.list_requests(flt, sort, paginator(after, backward, limit, 0))
     show(out.list_doc(items, info), lambda _: out.print_request_table(items, info, backward))
+
+
+def _my_name(client: Any) -> str:
+    """Who the server knows this client as (its answer to ping names the caller's user)."""
+    info = client.ping()
+    user = info.get("user") if isinstance(info, dict) else None
+    name = user.get("name") if isinstance(user, dict) else None
+    if not isinstance(name, str) or not name:
+        raise refused("the server does not say which user you are (a server without users?): "
+                      "--mine cannot tell your requests apart", "unknown_user")
+    return name
 
 
 @request.command("show")

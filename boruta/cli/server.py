@@ -49,6 +49,9 @@ def log_options(default_level: str | None = None,
 @click.option("--events", "events_ep", metavar="EP",
               help=help_text("Event stream endpoint (default {LISTEN_EVENTS})."))
 @click.option("--public-host", metavar="HOST", help="Host name clients use to reach tunnels.")
+@click.option("--insecure", is_flag=True, default=None,
+              help="Development only: no encryption, no authentication, every peer an admin "
+                   "(logged as a warning at every start).")
 @click.option("--set", "settings_", type=SETTING, multiple=True, metavar="KEY=VALUE",
               help="Any other setting of the configuration file, e.g. --set heartbeat_interval=0.5 "
                    "(repeatable; wins over the file and the flags above).")
@@ -56,11 +59,16 @@ def log_options(default_level: str | None = None,
 @json_option("Report a failure to start as a JSON document on stdout.")
 def server(config: str | None, state_dir: str | None, listen: str | None,
            dryad_listen: str | None, events_ep: str | None, public_host: str | None,
-           log_level: str | None, log_format: str | None,
+           insecure: bool | None, log_level: str | None, log_format: str | None,
            settings_: tuple[tuple[str, str], ...]) -> None:
     """Run the Boruta server (until interrupted).
 
-    Options given here override the configuration file.
+    Options given here override the configuration file. On its first start
+    the server makes its keys and a bootstrap admin's in its state directory
+    and writes the client config (~/.config/boruta/client.toml) that lets
+    `boruta` on this machine in as that admin; every peer must prove a key
+    (CurveZMQ) from then on. `boruta admin user add` and `boruta admin dryad
+    enroll` let others in.
 
     \b
     Examples:
@@ -69,7 +77,7 @@ def server(config: str | None, state_dir: str | None, listen: str | None,
     """
     overrides = {k: v for k, v in {
         "state_dir": state_dir, "listen": listen, "dryad_listen": dryad_listen,
-        "events": events_ep, "public_host": public_host,
+        "events": events_ep, "public_host": public_host, "insecure": insecure,
         "log_level": log_level.lower() if log_level else None,
         "log_format": log_format.lower() if log_format else None,
     }.items() if v is not None}

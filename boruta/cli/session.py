@@ -4,6 +4,11 @@ The client comes from `make_client` (module level, so that tests replace it
 with a fake). Each call gives up after RPC_TIMEOUT seconds of silence
 (--timeout says otherwise), so that a server that is down is reported
 quickly (exit 3), even by a command that waits for an hour.
+
+Where the server is and with which keys comes from one reader
+(boruta.transport.credentials.load_client_config): the client config file,
+then the environment, then --server, --server-key and --key-file. A key the
+server refuses, or a server key that does not match, exits 4 (EXIT_AUTH).
 """
 from __future__ import annotations
 
@@ -13,27 +18,38 @@ from typing import Any, Callable, Iterator
 import click
 
 from boruta.cli import output as out
-from boruta.cli import parse
-from boruta.cli.errors import CliError, is_unreachable
+from boruta.cli.errors import EXIT_AUTH, CliError, is_unreachable
 from boruta.cli.options import json_mode, settings
-from boruta.core.errors import BorutaError
-from boruta.transport.addresses import connectable_endpoint
+from boruta.core.errors import BorutaError, ConfigError
+from boruta.transport.addresses import CLIENT_ENDPOINT, connectable_endpoint
 from boruta.transport.client import Client
+from boruta.transport.credentials import ClientConfig, Credentials, load_client_config
+from boruta.transport.errors import HandshakeError
 
 RPC_TIMEOUT = 5.0          # how long one call may go unanswered, unless --timeout says otherwise
 
 
-def make_client(endpoint: str, timeout: float, events_endpoint: str | None = None) -> Any:
+def make_client(endpoint: str, timeout: float, events_endpoint: str | None = None,
+                credentials: Credentials | None = None) -> Any:
     """The client every command talks through; tests replace this function."""
-    return Client(endpoint, timeout=timeout, events_endpoint=events_endpoint)
+    return Client(endpoint, timeout=timeout, events_endpoint=events_endpoint,
+                  credentials=credentials)
+
+
+def client_config() -> ClientConfig:
+    """The client config file, then the environment, then the global options
+    (a bad value is a usage error naming where it came from)."""
+    s = settings()
+    try:
+        return load_client_config(server=s.server, server_key=s.server_key,
+                                  key_file=s.key_file)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def server_endpoint() -> str:
     """--server, then $BORUTA_SERVER, then the client config file, then the default."""
-    try:
-        return parse.resolve_server(settings().server)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    return client_config().server or CLIENT_ENDPOINT
 
 
 @contextmanager
@@ -49,9 +65,13 @@ def client_session(waits: bool = False, events_endpoint: str | None = None) -> I
         rpc = RPC_TIMEOUT
     else:
         rpc = min(timeout, RPC_TIMEOUT) if waits else timeout
-    client = make_client(server_endpoint(), rpc, events_endpoint=events_endpoint)
+    config = client_config()
+    client = make_client(config.server or CLIENT_ENDPOINT, rpc,
+                         events_endpoint=events_endpoint, credentials=config.credentials)
     try:
         yield client
+    except HandshakeError as exc:
+        raise CliError(exc.message, code=exc.code, exit_code=EXIT_AUTH) from None
     finally:
         client.close()
 
