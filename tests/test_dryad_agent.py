@@ -25,6 +25,8 @@ from boruta.dryad.embedded_ssh import EmbeddedSSHServer
 from boruta.dryad.link import retry_wait
 from boruta.dryad.operations import OFF, YELLOW, HealthcheckFailed
 from boruta.transport.errors import DryadError
+from boruta.server.keyring import Keyring
+from boruta.transport.credentials import Credentials, new_keypair, write_key_file
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 UUID = "4f1a2b3c-0000-4000-8000-000000000001"
@@ -128,6 +130,18 @@ def agent_config(server: str, caps: dict[str, str], **extra: Any) -> Any:
     else:
         lines += ["[healthcheck]", "power_tick_seconds = 0.01"]
     return parse_config("\n".join(lines) + "\n")
+
+
+def identity(credentials: Any, key_dir: Path, uuid: str) -> dict[str, str]:
+    """The dryad config lines (TOML values) that give an agent these credentials."""
+    key_file = write_key_file(key_dir / f"{uuid}.key", credentials.client)
+    return {"server_key": f'"{credentials.server_key}"', "key_file": f'"{key_file}"'}
+
+
+def enrolled(server: Any, caps: dict[str, str], key_dir: Path, **extra: Any) -> Any:
+    """The config of an agent whose UUID is enrolled on `server` with a fresh key."""
+    return agent_config(server.dryad, caps, **identity(server.enrol(caps["UUID"]), key_dir,
+                                                       caps["UUID"]), **extra)
 
 
 def new_caps() -> dict[str, str]:
@@ -316,10 +330,10 @@ QUICK = {"heartbeat_interval": 0.2, "heartbeat_liveness": 5, "dryad_reply_timeou
 
 
 @pytest.mark.slow
-def test_maintenance_blinks_until_prepare(server_factory, agents) -> None:
+def test_maintenance_blinks_until_prepare(server_factory, agents, tmp_path: Path) -> None:
     server = server_factory(**QUICK)
     caps = new_caps()
-    a = agents(agent_config(server.dryad, caps))
+    a = agents(enrolled(server, caps, tmp_path))
     a.wait_ready()
     client = server.client()
     uuid = caps["UUID"]
@@ -365,10 +379,11 @@ async def _blinking(agent: DryadAgent) -> bool:
 
 
 @pytest.mark.slow
-def test_healthcheck_failure_is_reported_and_stored(server_factory, agents) -> None:
+def test_healthcheck_failure_is_reported_and_stored(server_factory, agents,
+                                                    tmp_path: Path) -> None:
     server = server_factory(**QUICK)
     caps = new_caps()
-    a = agents(agent_config(server.dryad, caps, **{"healthcheck.current_min": 0.1}))
+    a = agents(enrolled(server, caps, tmp_path, **{"healthcheck.current_min": 0.1}))
     a.wait_ready()
     client = server.client()
     uuid = caps["UUID"]
@@ -387,10 +402,10 @@ def test_healthcheck_failure_is_reported_and_stored(server_factory, agents) -> N
 
 
 @pytest.mark.slow
-def test_heartbeats_at_its_own_shorter_interval(server_factory, agents) -> None:
+def test_heartbeats_at_its_own_shorter_interval(server_factory, agents, tmp_path: Path) -> None:
     server = server_factory(heartbeat_interval=2.0, heartbeat_liveness=3)
     caps = new_caps()
-    a = agents(agent_config(server.dryad, caps, heartbeat_interval=0.1))
+    a = agents(enrolled(server, caps, tmp_path, heartbeat_interval=0.1))
     a.wait_ready()
     assert a.agent.link.heartbeat_interval == pytest.approx(0.1)
     wait_until(lambda: a.agent.link.heartbeats >= 5, 3, what="heartbeats")
@@ -403,13 +418,19 @@ def test_reconnects_with_backoff_and_registers_again(tmp_path: Path, agents) -> 
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     caps = new_caps()
-    a = agents(agent_config(endpoint, caps), reply_timeout=0.2, retry_base=0.05,
-               retry_max=0.2)
+    # Both servers are one farm's server: one identity directory, made before either starts.
+    keys = Keyring.open(tmp_path / "identity")
+    pair = new_keypair()
+    farm = {"dryad_listen": endpoint, "identity_dir": str(keys.directory), **QUICK}
+    a = agents(agent_config(endpoint, caps, **identity(Credentials(keys.server.public, pair),
+                                                       tmp_path, caps["UUID"])),
+               reply_timeout=0.2, retry_base=0.05, retry_max=0.2)
     wait_until(lambda: a.agent.link is not None and a.agent.link.attempts >= 4, 10,
                what="several connection attempts")
     assert a.agent.link.retry_interval == pytest.approx(0.2)         # grew to the maximum
-    first = ServerProcess(tmp_path / "s1.log", dryad_listen=endpoint, **QUICK).start()
+    first = ServerProcess(tmp_path / "s1.log", **farm).start()
     try:
+        first.client().dryad_enroll(uuid=caps["UUID"], key=pair.public)
         a.wait_ready()
         link = a.agent.link
         assert link.attempts == 0 and link.retry_interval == pytest.approx(0.05)
@@ -418,8 +439,9 @@ def test_reconnects_with_backoff_and_registers_again(tmp_path: Path, agents) -> 
         first.kill()
     finally:
         first.close()
-    second = ServerProcess(tmp_path / "s2.log", dryad_listen=endpoint, **QUICK).start()
+    second = ServerProcess(tmp_path / "s2.log", **farm).start()
     try:
+        second.client().dryad_enroll(uuid=caps["UUID"], key=pair.public)
         wait_until(lambda: link.registrations > before, 10, what="registered again")
         assert second.client().get_worker_info(caps["UUID"]).state is WorkerState.MAINTENANCE
     finally:
@@ -427,11 +449,11 @@ def test_reconnects_with_backoff_and_registers_again(tmp_path: Path, agents) -> 
 
 
 @pytest.mark.slow
-def test_ready_line_names_uuid_and_ssh_address(server_factory, agents) -> None:
+def test_ready_line_names_uuid_and_ssh_address(server_factory, agents, tmp_path: Path) -> None:
     server = server_factory(**QUICK)
     caps = new_caps()
     seen: list[str] = []
-    a = agents(agent_config(server.dryad, caps), on_ready=lambda ag: seen.append(ready_line(ag)))
+    a = agents(enrolled(server, caps, tmp_path), on_ready=lambda ag: seen.append(ready_line(ag)))
     a.wait_ready()
     wait_until(lambda: seen, 2, what="on_ready")
     port = a.agent.session.address()[1]

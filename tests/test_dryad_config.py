@@ -44,8 +44,9 @@ def test_default_config_round_trip(tmp_path):
     assert loaded.source == str(path)
     # Every setting is spelled out in the file, not only implied by defaults.
     doc = tomllib.loads(text)
-    assert set(doc) == {"server", "heartbeat_interval", "groups", "caps", "user", "board",
-                        "session", "maintenance", "healthcheck"}
+    assert set(doc) == {"server", "server_key", "key_file", "heartbeat_interval", "groups",
+                        "caps", "user", "board", "session", "maintenance", "healthcheck"}
+    assert (doc["server_key"], doc["key_file"]) == ("", "") and loaded.credentials() is None
 
 
 def test_fresh_uuid_each_time(tmp_path):

@@ -129,7 +129,8 @@ class DryadAgent:
                 self.config.server, self.config.caps, DRYAD_ADDRESS, self.ssh_address,
                 self.handle, ctx=self._ctx, reply_timeout=self.reply_timeout,
                 name=self.uuid[:8], max_heartbeat_interval=self.config.heartbeat_interval,
-                retry_base=self.retry_base, retry_max=self.retry_max)
+                retry_base=self.retry_base, retry_max=self.retry_max,
+                credentials=self.config.credentials())
             log.info("dryad %s connecting to %s (ssh %s)", self.uuid, self.config.server,
                      self.ssh_address)
             announcer = asyncio.create_task(self._announce(self.link))

@@ -7,7 +7,9 @@ are errors too: a misspelt key must not silently fall back to a default.
 
 Defaults run anywhere (simulated board, embedded SSH server listening on
 127.0.0.1 with a free port); a MuxPi install uses `board.backend = "stm"`
-and `session.backend = "system"`.
+and `session.backend = "system"`. `server_key` and `key_file` (the dryad's
+CURVE identity, made by `boruta admin dryad enroll`) go together; without
+them the dryad speaks plain text (to a server run with `insecure = true`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from boruta.core.errors import ConfigError
 from boruta.dryad.accounts import USER_NAME_RULE, is_user_name
 from boruta.dryad.stm import DEFAULT_STM_PATH, DEFAULT_STM_TIMEOUT, tcp_address
 from boruta.transport.addresses import DRYAD_ENDPOINT, parse_endpoint
+from boruta.transport.credentials import (Credentials, check_public_key, read_key_file,
+                                          toml_string)
 
 if TYPE_CHECKING:
     from boruta.dryad.board import Board
@@ -98,10 +102,18 @@ class DryadConfig:
     blink_period: float = 1.0
     healthcheck: HealthcheckConfig = field(default_factory=HealthcheckConfig)
     source: str | None = None
+    server_key: str = ""           # the server's public key; "" = plain text
+    key_file: str = ""             # this dryad's key file (resolved against the config's dir)
 
     @property
     def uuid(self) -> str:
         return self.caps["UUID"]
+
+    def credentials(self) -> Credentials | None:
+        """The dryad's CURVE credentials (reads the key file: ConfigError naming it)."""
+        if not self.server_key:
+            return None
+        return Credentials(self.server_key, read_key_file(self.key_file))
 
     def ssh_advertised(self, bound: tuple[str, int] | None = None) -> tuple[str, int]:
         """The SSH address to send to the server.
@@ -183,7 +195,7 @@ def parse_config(text: str, source: str | None = None) -> DryadConfig:
         raise
 
 
-_TOP = {"server", "heartbeat_interval", "groups", "caps", "user", "board", "session",
+_TOP = {"server", "server_key", "key_file", "heartbeat_interval", "groups", "caps", "user", "board", "session",
         "maintenance", "healthcheck"}
 _TABLES = {
     "user": {"name", "groups"},
@@ -205,6 +217,8 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
         tables[name] = table
 
     server = _endpoint("server", _get(doc, "server", "server", str, DRYAD_ENDPOINT))
+    server_key, key_file = _identity(_get(doc, "server_key", "server_key", str, "").strip(),
+                                     _get(doc, "key_file", "key_file", str, "").strip(), source)
     heartbeat = _positive("heartbeat_interval",
                           _get(doc, "heartbeat_interval", "heartbeat_interval", float, 5.0))
     groups = _names("groups", _get(doc, "groups", "groups", list, []))
@@ -266,8 +280,24 @@ def _from_doc(doc: dict[str, Any], source: str | None) -> DryadConfig:
                               adv_port, workdir_base, host_key),
         blink_period=blink,
         healthcheck=HealthcheckConfig(power_tick, tick_s, cmin, cmax),
-        source=source,
+        source=source, server_key=server_key, key_file=key_file,
     )
+
+
+def _identity(server_key: str, key_file: str, source: str | None) -> tuple[str, str]:
+    """server_key and key_file, both or neither; a relative key_file is relative to the
+    configuration file's directory."""
+    if server_key and not key_file:
+        raise ConfigError("missing: a server_key needs this dryad's key file too "
+                          "(`boruta admin dryad enroll` writes it)", field="key_file")
+    if key_file and not server_key:
+        raise ConfigError("missing: a key_file needs the server's public key too",
+                          field="server_key")
+    if not server_key:
+        return "", ""
+    check_public_key(server_key, "server_key")
+    base = os.path.dirname(os.path.abspath(source)) if source else os.getcwd()
+    return server_key, os.path.join(base, os.path.expanduser(key_file))
 
 
 def _kind(value: Any) -> str:
@@ -385,27 +415,12 @@ def _stm_path(path: str, backend: str) -> str:
 # --- writing -------------------------------------------------------------------------
 
 
-def _toml_str(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_str(k)
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else toml_string(k)
 
 
 def _toml_list(items: Iterable[str]) -> str:
-    return "[" + ", ".join(_toml_str(i) for i in items) + "]"
+    return "[" + ", ".join(toml_string(i) for i in items) + "]"
 
 
 _TEMPLATE = """\
@@ -414,6 +429,13 @@ _TEMPLATE = """\
 
 # The server's dryad endpoint: tcp://HOST:PORT (or ipc://PATH).
 server = {server}
+
+# The server's public key (`boruta server` prints it) and this dryad's key
+# file (`boruta admin dryad enroll UUID` writes it; a relative path is
+# relative to this file's directory). Both empty: plain text, for a server
+# run with insecure = true.
+server_key = {server_key}
+key_file = {key_file}
 
 # Seconds between heartbeats; the server declares a silent dryad failed.
 heartbeat_interval = 5.0
@@ -494,6 +516,8 @@ def write_default_config(
     groups: Iterable[str] = (),
     user_groups: Iterable[str] = (),
     advertise: str = "",
+    server_key: str = "",
+    key_file: str = "",
 ) -> DryadConfig:
     """Write a commented configuration with a fresh UUID; return it, checked.
 
@@ -506,7 +530,8 @@ def write_default_config(
     for name, value in (("server", server), ("board.backend", board),
                         ("session.backend", session), ("session.listen", listen),
                         ("session.advertise", advertise), ("user.name", user),
-                        ("board.stm_path", stm_path)):
+                        ("board.stm_path", stm_path), ("server_key", server_key),
+                        ("key_file", key_file)):
         if not isinstance(value, str):
             raise ConfigError(f"must be a string, not {_kind(value)}", field=name)
     groups, user_groups = list(groups), list(user_groups)
@@ -518,25 +543,27 @@ def write_default_config(
     caps.setdefault("UUID", str(uuid.uuid4()))
     if not isinstance(caps["UUID"], str):
         raise ConfigError(f"must be a string, not {_kind(caps['UUID'])}", field="caps.UUID")
-    lines = [f"UUID = {_toml_str(caps.pop('UUID'))}"]
+    lines = [f"UUID = {toml_string(caps.pop('UUID'))}"]
     for k, v in caps.items():
         if not isinstance(k, str) or not k:
             raise ConfigError(f"capability names are non-empty strings, not {k!r}", field="caps")
         if not isinstance(v, str):
             raise ConfigError(f"must be a string, not {_kind(v)}", field=f"caps.{k}")
-    lines += [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in sorted(caps.items())]
+    lines += [f"{_toml_key(k)} = {toml_string(v)}" for k, v in sorted(caps.items())]
     text = _TEMPLATE.format(
         path=target,
-        server=_toml_str(server),
+        server=toml_string(server),
+        server_key=toml_string(server_key),
+        key_file=toml_string(key_file),
         groups=_toml_list(groups),
         caps="\n".join(lines),
-        user=_toml_str(user),
+        user=toml_string(user),
         user_groups=_toml_list(user_groups),
-        board=_toml_str(board),
-        stm_path=_toml_str(stm_path),
-        session=_toml_str(session),
-        listen=_toml_str(listen),
-        advertise=_toml_str(advertise),
+        board=toml_string(board),
+        stm_path=toml_string(stm_path),
+        session=toml_string(session),
+        listen=toml_string(listen),
+        advertise=toml_string(advertise),
     )
     config = parse_config(text, target)  # never write what load_config would refuse
     try:

@@ -16,7 +16,11 @@ the board needs no inbound port. `DryadLink.run()`:
    Failed connection attempts in a row wait longer and longer (`retry_base`,
    doubling up to `retry_max`, jittered), so that a farm of dryads does not
    hammer a server that is coming back;
-3. answers the server's commands (`prepare`, `put_in_maintenance`,
+3. with `credentials` its socket is a CURVE client, and its handshake is
+   watched: a key the server refuses (not enrolled yet) or a server key
+   that does not match is logged at once, saying what to do, and the link
+   keeps trying with the same backoff (an admin may enrol it meanwhile);
+4. answers the server's commands (`prepare`, `put_in_maintenance`,
    `healthcheck`) by calling `handler(op, args)`: its return value is the
    reply, a BorutaError becomes an error reply, and `NO_REPLY` sends
    nothing (for fault injection).
@@ -36,7 +40,9 @@ import zmq.asyncio
 from boruta.core.errors import BorutaError
 from boruta.transport import codec, operations
 from boruta.transport.addresses import UPSTREAM_DRYAD_PORT
-from boruta.transport.errors import UnknownOperationError
+from boruta.transport.credentials import Credentials
+from boruta.transport.errors import KeyRefusedError, UnknownOperationError
+from boruta.transport.handshake import HandshakeWatch
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +96,10 @@ class DryadLink:
                  ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0,
                  retry_base: float = 1.0, retry_max: float | None = None,
                  max_heartbeat_interval: float | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, credentials: Credentials | None = None) -> None:
         self.server = server
+        self.credentials = credentials
+        self.handshake_error: BorutaError | None = None   # the last failed handshake
         self.caps = dict(caps)
         self.dryad_address = dryad_address
         self.ssh_address = ssh_address
@@ -106,6 +114,7 @@ class DryadLink:
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.asyncio.Context()
         self.sock: zmq.asyncio.Socket | None = None
+        self._watch: HandshakeWatch | None = None
         self.uuid: str | None = None
         self.heartbeat_interval = 5.0
         self.heartbeat_liveness = 3
@@ -128,17 +137,23 @@ class DryadLink:
                 reader = asyncio.create_task(self._reader())
                 session = asyncio.create_task(self._session())
                 stopper = asyncio.create_task(self._stop.wait())
+                assert self._watch is not None
+                watcher = asyncio.create_task(self._watch.failure())
+                tasks = (reader, session, stopper, watcher)
                 try:
-                    await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({session, stopper, watcher},
+                                       return_when=asyncio.FIRST_COMPLETED)
                     if session.done():
                         session.result()         # RemoteError (refused) propagates
+                    elif watcher.done():
+                        self._handshake_failed(watcher.result())
                 except _Lost as exc:
                     log.info("%s: server lost (%s); reconnecting", self.name, exc)
                 finally:
                     self.registered.clear()
-                    for task in (reader, session, stopper):
+                    for task in tasks:
                         task.cancel()
-                    for task in (reader, session, stopper):
+                    for task in tasks:
                         with contextlib.suppress(asyncio.CancelledError, _Lost, Exception):
                             await task
                     self._close_socket()
@@ -185,6 +200,22 @@ class DryadLink:
             self._pending.pop(msg_id, None)
 
     # ------------------------------------------------------------------ internals
+    def _handshake_failed(self, error: BorutaError) -> None:
+        """Say why the server will not talk to us; run() then retries with its backoff."""
+        self.handshake_error = error
+        if isinstance(error, KeyRefusedError):
+            key = self.credentials.public_key if self.credentials is not None else "none"
+            log.warning("%s: the server refused this dryad's key (%s): enroll it with "
+                        "boruta admin dryad enroll %s; retrying", self.name, key,
+                        self.caps.get("UUID", "UUID"))
+        elif self.credentials is None:
+            log.warning("%s: the server at %s requires CURVE: put server_key and key_file in "
+                        "this dryad's configuration (boruta admin dryad enroll %s writes the "
+                        "key file); retrying", self.name, self.server,
+                        self.caps.get("UUID", "UUID"))
+        else:
+            log.warning("%s: %s; retrying", self.name, error.message)
+
     def _open(self) -> None:
         # run() sleeps `retry_interval` (jittered) after an attempt fails, so set it
         # for the attempt starting now: base, 2 x base, 4 x base, ... max.
@@ -194,6 +225,9 @@ class DryadLink:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RECONNECT_IVL, ZMQ_RECONNECT_MS)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, ZMQ_RECONNECT_MAX_MS)
+        if self.credentials is not None:
+            self.credentials.apply(self.sock)
+        self._watch = HandshakeWatch(self.sock, self.server, self.credentials)
         self.sock.connect(self.server)
 
     def _close_socket(self) -> None:
@@ -201,6 +235,9 @@ class DryadLink:
             if not fut.done():
                 fut.set_exception(_Lost("socket closed"))
         self._pending.clear()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self.sock is not None:
             self.sock.close(0)
             self.sock = None
