@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e_common import BenchServer, parse_bench_args, render_table, write_json
-from boruta.testing.processes import Child, start_sim_dryads
+from boruta.testing.processes import Child, credentials_from
 
 DEFAULT = {"procs": 3, "window": 128, "warmup": 1.5, "drivers": 4, "threads": 2,
            "duration": 5.0, "rounds": 3, "stored": 1_000_000, "waiting": 100_000,
@@ -81,7 +81,8 @@ def drive(spec: dict[str, Any]) -> None:
 
     def loop(index: int) -> None:
         rng = random.Random(f"{spec['seed']}:{index}")
-        client = Client(spec["listen"], timeout=30)
+        client = Client(spec["listen"], timeout=30,
+                        credentials=credentials_from(spec["client_config"]))
         mine: list[float] = []
         while time.time() < start:
             time.sleep(0.002)
@@ -137,12 +138,14 @@ def blocking_round(tmp: Path, mode: str, sync: str | None, opts: dict[str, Any],
     drivers: list[Child] = []
     try:
         server.start()
-        dryads, _ = start_sim_dryads(server.dryad, opts["dryads"], S5_CAPS, tmp / "s5-dryads.log")
+        dryads, _ = server.sim_dryads(opts["dryads"], S5_CAPS, tmp / "s5-dryads.log")
         for d in range(opts["drivers"]):
-            spec = {"listen": server.listen, "threads": opts["threads"],
+            spec = {"listen": server.listen, "client_config": server.client_config,
+                    "threads": opts["threads"],
                     "duration": opts["duration"], "seed": f"{round_no}:{d}"}
             drivers.append(Child([sys.executable, "-m", "bench.e2e_durability", "--_drive",
-                                  json.dumps(spec)], tmp / f"s5-driver-{d}.log", stdin=True))
+                                  json.dumps(spec, default=str)], tmp / f"s5-driver-{d}.log",
+                                 stdin=True))
         for drv in drivers:
             drv.expect("ready", 60)
         start = time.time() + 0.5

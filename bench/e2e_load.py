@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.e2e_common import start_server
-from boruta.testing.processes import Child, ServerProcess, cpu_seconds, start_sim_dryads
+from boruta.testing.processes import Child, ServerProcess, cpu_seconds, credentials_from
 
 BENCH_SETTINGS = {"peer_rate": 1e6, "peer_burst": 1000000}
 DRYAD_CAPS = {"device_type": "bench-s5"}
@@ -45,8 +45,9 @@ def ms(seconds: float) -> str:
 
 def start_dryads(tmp: Path, server: ServerProcess, count: int, caps: dict[str, str],
                  name: str) -> tuple[Child, list[str]]:
-    """A `simdryad` process with `count` dryads (`--echo` stands in for sshd)."""
-    return start_sim_dryads(server.dryad, count, caps, tmp / f"{name}-dryads.log", echo=True)
+    """A `simdryad` process with `count` dryads (`--echo` stands in for sshd), enrolled
+    through the server's admin."""
+    return server.sim_dryads(count, caps, tmp / f"{name}-dryads.log", echo=True)
 
 
 def run_children(target: Any, specs: list[dict[str, Any]], timeout: float,
@@ -90,14 +91,19 @@ def sleep_until(wall: float) -> None:
         time.sleep(min(left, 0.05))
 
 
-def _dealer(endpoint: str) -> Any:
+def _dealer(spec: dict[str, Any]) -> Any:
+    """A raw connection to the spec's `listen`, with the admin's keys when the spec names
+    a `client_config` (a secure server; the echo target has none)."""
     import zmq
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
+    credentials = credentials_from(spec.get("client_config"))
+    if credentials is not None:
+        credentials.apply(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    sock.connect(endpoint)
+    sock.connect(spec["listen"])
     return ctx, sock
 
 
@@ -131,7 +137,7 @@ def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, ou
     """Closed loop: `window` NewRequest calls in flight on one DEALER."""
     import msgpack
     import zmq
-    ctx, sock = _dealer(spec["listen"])
+    ctx, sock = _dealer(spec)
     _ping(sock)
     rng = random.Random(spec["index"])
     priorities = [rng.randint(1, 16) for _ in range(4096)]
@@ -244,17 +250,19 @@ def echo_main(ready: Any) -> None:
 
 @contextlib.contextmanager
 def call_target(tmp: Path, name: str, echo: bool,
-                settings: dict[str, Any] | None = None) -> Iterator[tuple[str, int]]:
-    """(client endpoint, pid): a Boruta server with 10 registered sim dryads (in
-    MAINTENANCE: NewRequest is satisfiable and the requests stay WAITING), or echo_main.
-    `settings` go to the server on top of BENCH_SETTINGS (e.g. a state_dir)."""
+                settings: dict[str, Any] | None = None
+                ) -> Iterator[tuple[dict[str, Any], int]]:
+    """(where to call: `listen` and `client_config`, pid): a Boruta server with 10
+    registered sim dryads (in MAINTENANCE: NewRequest is satisfiable and the requests
+    stay WAITING), or echo_main. `settings` go to the server on top of BENCH_SETTINGS
+    (e.g. a state_dir)."""
     if echo:
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
         proc = ctx.Process(target=echo_main, args=(q,), daemon=True)
         proc.start()
         try:
-            yield q.get(timeout=60), proc.pid  # type: ignore[misc]
+            yield {"listen": q.get(timeout=60), "client_config": None}, proc.pid
         finally:
             proc.kill()
             proc.join(5)
@@ -264,7 +272,7 @@ def call_target(tmp: Path, name: str, echo: bool,
     dryads = None
     try:
         dryads, _ = start_dryads(tmp, server, 10, DRYAD_CAPS, name)
-        yield server.listen, server.proc.pid
+        yield {"listen": server.listen, "client_config": server.client_config}, server.proc.pid
     finally:
         if dryads is not None:
             dryads.close()
@@ -288,8 +296,8 @@ def bench_throughput(tmp: Path, opts: dict[str, Any], echo: bool = False,
                      name: str = "a") -> dict[str, Any]:
     """(a) against a Boruta server (with extra `settings`), or (echo) against echo_main."""
     cpu: dict[str, float] = {}
-    with call_target(tmp, name, echo, settings) as (listen, pid):
-        spec = {"listen": listen, "window": opts["window"], "warmup": opts["warmup"],
+    with call_target(tmp, name, echo, settings) as (target, pid):
+        spec = {**target, "window": opts["window"], "warmup": opts["warmup"],
                 "duration": opts["duration"]}
         results, _ = run_children(
             throughput_child, [spec] * opts["procs"], opts["warmup"] + opts["duration"] + 60,
@@ -323,7 +331,7 @@ def open_loop_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out
     import zmq
     if spec.get("cpus"):
         os.sched_setaffinity(0, spec["cpus"])
-    ctx, sock = _dealer(spec["listen"])
+    ctx, sock = _dealer(spec)
     _ping(sock)
     fd = sock.getsockopt(zmq.FD)
     rng = random.Random(spec["index"])
@@ -392,9 +400,9 @@ def bench_open_loop(tmp: Path, opts: dict[str, Any], rate: float,
                     echo: bool = False) -> dict[str, Any]:
     n = opts["open_procs"]
     cpu: dict[str, float] = {}
-    with call_target(tmp, f"b-{rate:g}", echo) as (listen, pid):
+    with call_target(tmp, f"b-{rate:g}", echo) as (target, pid):
         cpus = client_cpus(opts["pin"])
-        specs = [{"listen": listen, "rate": rate / n, "phase": k / rate, "cpus": cpus,
+        specs = [{**target, "rate": rate / n, "phase": k / rate, "cpus": cpus,
                   "warmup": opts["warmup"], "duration": opts["duration"]} for k in range(n)]
         results, _ = run_children(
             open_loop_child, specs, opts["warmup"] + opts["duration"] + 60,

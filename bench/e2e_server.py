@@ -88,7 +88,7 @@ from bench.e2e_common import (KEY_THREADS, bring_idle, count_state, measure_keyg
 from bench.e2e_load import (BENCH_SETTINGS,
                             bench_open_loop, bench_throughput, median_round, ms,
                             pct, run_async, run_children, sleep_until, start_dryads)
-from boruta.testing.processes import ServerProcess, wait_until
+from boruta.testing.processes import ServerProcess, credentials_from, wait_until
 
 DEFAULT = {"procs": 3, "window": 128, "duration": 10.0, "warmup": 2.0, "rate": 5000.0,
            "sweep": "1000,2500,4000", "open_procs": 2, "pin": "clients", "parked": 300, "rounds": 3,
@@ -126,12 +126,16 @@ async def _parked(server: ServerProcess, samples: int, rounds: int) -> dict[str,
 
     ctx = zmq.asyncio.Context()
     caps = {"device_type": f"bench-parked-{uuidlib.uuid4().hex[:8]}"}
-    dryad = TimedDryad(server.dryad, None, caps, ctx=ctx)
+    uuid = str(uuidlib.uuid4())
+    credentials = await asyncio.to_thread(server.enrol, uuid)
+    dryad = TimedDryad(server.dryad, uuid, caps, ctx=ctx, credentials=credentials)
     dryad.prepared_at = []
     dryad_task = asyncio.create_task(dryad.run())
     client = AsyncClient(server.listen, timeout=10, context=ctx,
-                         events_endpoint=server.endpoints["events"])
-    stream = AsyncEventStream(ctx, server.endpoints["events"], [b"request/"])
+                         events_endpoint=server.endpoints["events"],
+                         credentials=server.credentials)
+    stream = AsyncEventStream(ctx, server.endpoints["events"], [b"request/"],
+                              credentials=server.credentials)
     await stream.sync(10)
     assigned_at: dict[int, float] = {}               # request id -> server's event time
 
@@ -241,7 +245,8 @@ def cycle_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out: An
 
     async def main() -> dict[str, Any]:
         # A short timeout: a call the server never answers costs a coroutine 10 s, not 60.
-        client = AsyncClient(spec["listen"], timeout=10)
+        client = AsyncClient(spec["listen"], timeout=10,
+                             credentials=credentials_from(spec["client_config"]))
         await client.ping()
         ready.put(spec["index"])
         while not go.is_set():
@@ -303,6 +308,7 @@ def bench_cycles(tmp: Path, key_type: str, duration: float, opts: dict[str, Any]
         bring_idle(client, uuids, caps, 300)
         n = opts["cycle_procs"]
         specs = [{"listen": server.listen, "caps": caps, "duration": duration,
+                  "client_config": server.client_config,
                   "conc": opts["cycle_conc"] // n + (1 if k < opts["cycle_conc"] % n else 0)}
                  for k in range(n)]
         warm = min(opts["warmup"], duration / 3)

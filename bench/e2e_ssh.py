@@ -47,7 +47,7 @@ from typing import Any
 
 from bench.e2e_common import (bring_idle, count_state, measure_keygen, parse_bench_args,
                                render_table, start_server, write_json)
-from boruta.testing.processes import Child, ServerProcess, wait_until
+from boruta.testing.processes import Child, ServerProcess, credentials_from, wait_until
 
 DEFAULT = {"tunnel_mb": 1024, "dryads": 50, "dryad_procs": 5, "drivers": 2, "threads": 8,
            "duration": 15.0, "kills": 10, "kill_interval": 0.5}
@@ -148,7 +148,8 @@ def bench_tunnel(tmp: Path, megabytes: int) -> dict[str, Any]:
     farm = None
     try:
         caps = {"device_type": f"bench-{uuidlib.uuid4().hex[:8]}"}
-        farm = SimFarm(server.dryad, 1, caps=caps, ssh_address=f"127.0.0.1:{sink.port}")
+        farm = SimFarm(server.dryad, 1, caps=caps, ssh_address=f"127.0.0.1:{sink.port}",
+                       credentials_for=server.enrol)
         farm.wait_registered(20)
         client = server.client()
         bring_idle(client, [farm.dryads[0].uuid], caps, 20)
@@ -186,11 +187,20 @@ def bench_tunnel(tmp: Path, megabytes: int) -> dict[str, Any]:
 # =========================================================================== 3. job cycles
 
 def write_configs(tmp: Path, server: ServerProcess, n: int, caps: dict[str, str]) -> list[Path]:
+    """`n` dryad configs, each UUID enrolled on `server` with a key file of its own."""
     from boruta.dryad.config import write_default_config
+    from boruta.transport.credentials import new_keypair, write_key_file
     paths = []
     for i in range(n):
-        path = tmp / f"dryad-{uuidlib.uuid4().hex[:8]}.toml"
-        write_default_config(path, caps=caps, server=server.dryad)
+        uuid = str(uuidlib.uuid4())
+        path = tmp / f"dryad-{uuid[:8]}.toml"
+        pair = new_keypair()
+        identity = {}
+        credentials = server.enrol(uuid, pair)           # None: an insecure server
+        if credentials is not None:
+            identity = {"server_key": credentials.server_key,
+                        "key_file": str(write_key_file(path.with_suffix(".key"), pair))}
+        write_default_config(path, caps={**caps, "UUID": uuid}, server=server.dryad, **identity)
         # job directories under tmp, so that a SIGKILLed dryad leaves nothing behind
         path.write_text(path.read_text().replace('workdir_base = ""',
                                                  f'workdir_base = "{tmp / "work"}"'))
@@ -220,9 +230,10 @@ def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any]) -> dict[str, An
         hosts = start_hosts(tmp, configs, opts["dryad_procs"])
         client = server.client()
         bring_idle(client, uuids, caps, 120)
-        spec = {"listen": server.listen, "caps": caps, "duration": opts["duration"],
-                "threads": opts["threads"]}
-        drivers = [Child([sys.executable, "-m", "bench.e2e_ssh", "--_drive", json.dumps(spec)],
+        spec = {"listen": server.listen, "client_config": server.client_config, "caps": caps,
+                "duration": opts["duration"], "threads": opts["threads"]}
+        drivers = [Child([sys.executable, "-m", "bench.e2e_ssh", "--_drive",
+                          json.dumps(spec, default=str)],
                          tmp / f"driver-{key_type}-{i}.log", stdin=True)
                    for i in range(opts["drivers"])]
         for d in drivers:
@@ -293,7 +304,8 @@ def drive(spec: dict[str, Any]) -> None:
     phases: dict[str, list[float]] = {"acquire": [], "ssh": [], "close": []}
 
     def loop() -> None:
-        client = Client(spec["listen"], timeout=60)
+        client = Client(spec["listen"], timeout=60,
+                        credentials=credentials_from(spec["client_config"]))
         while time.time() < start:
             time.sleep(0.005)
         while time.time() < stop_at:

@@ -47,8 +47,11 @@ from typing import Any
 import msgpack
 import zmq
 
-from bench.fuzz_frames import CLIENT, DRYAD, HARD_LIMIT, MAX_FRAME, MAX_REQUESTS, Frames, pack
+from bench.fuzz_frames import (CLIENT, DRYAD, HARD_LIMIT, MAX_FRAME, MAX_REQUESTS, UUIDS, Frames,
+                               pack)
+from boruta.core.errors import AlreadyExistsError
 from boruta.testing.processes import LOOPBACK, ChildError, ServerProcess
+from boruta.transport.credentials import Credentials, new_keypair
 from boruta.transport.operations import CLIENT_OPS, SERVER_COMMANDS
 
 REPLY_WITHIN = 5.0               # seconds for any reply (and for parked calls after the closing)
@@ -58,7 +61,7 @@ SERVER_SETTINGS = {
     **LOOPBACK, "key_type": "ed25519", "key_pool_size": 2, "max_frame_bytes": MAX_FRAME,
     "peer_rate": 1e9, "peer_burst": 1_000_000_000, "heartbeat_interval": 0.5,
     "heartbeat_liveness": 2, "dryad_reply_timeout": 0.5, "healthcheck_interval": 1.0,
-    "shutdown_grace": 0.5, "log_level": "warning",
+    "shutdown_grace": 0.5, "log_level": "warning", "max_workers_per_dryad_key": len(UUIDS),
 }
 PARKS = frozenset(name for name, op in CLIENT_OPS.items() if op.parks)
 
@@ -149,6 +152,7 @@ class Fuzzer:
         self.rng = random.Random(seed)
         self.frames = Frames(random.Random(seed + 1))
         self.ctx = zmq.Context()
+        self.dryad_pair = new_keypair()              # the fuzzer's dryads share one key
         self.client = self.dealer(CLIENT)
         self.dryads = [self.dealer(DRYAD) for _ in range(3)]
         self.park = self.dealer(CLIENT)
@@ -158,10 +162,30 @@ class Fuzzer:
         self.sentinels = 0
 
     def dealer(self, port: str) -> zmq.Socket:
+        """A connection as the admin (client port) or as the fuzzer's dryads (dryad port)."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        if port == CLIENT:
+            self.server.secure(sock)
+        else:
+            credentials = self.enrol_dryads()
+            if credentials is not None:
+                credentials.apply(sock)
         sock.connect(self.server.endpoints["listen" if port == CLIENT else "dryad"])
         return sock
+
+    def enrol_dryads(self) -> Credentials | None:
+        """Enrol the dryads' key for every UUID the frames use, again: the frames enrol
+        and revoke UUIDs too, and a key enrolled for none cannot connect."""
+        admin = self.server.credentials
+        if admin is None:                        # an insecure server: anyone registers
+            return None
+        for uuid in UUIDS:
+            try:
+                self.server.enrol(uuid, self.dryad_pair)
+            except AlreadyExistsError:           # still enrolled with this key
+                pass
+        return Credentials(admin.server_key, self.dryad_pair)
 
     def replace(self, sock: zmq.Socket) -> zmq.Socket:
         """A new connection instead of `sock` (ZeroMQ cut it, or a reply never came)."""

@@ -26,6 +26,7 @@ import uuid as uuidlib
 from typing import Any
 
 import msgpack
+from zmq.utils import z85
 
 from boruta.transport.operations import CLIENT_OPS, DRYAD_OPS, Operation
 
@@ -71,7 +72,9 @@ BY_KIND: dict[str, list[Any]] = {
     "paginator": [{"limit": 65536}, {"limit": -1}, {"id": -1}, {"direction": "up"}, {"id": "x"},
                   {"limit": 2**64 - 1}, {"id": 1.5}, {"direction": 0}, {"extra": 1}],
     "bool": [0, 1, "true", "yes"],
+    "ints": [[0, 16], [5, 2], [1], [1, 2, 3], [1, 17], [-1, 4], ["1", "2"], [1.5, 2]],
 }
+FUZZ_USERS = ["fuzz-a", "fuzz-b", "Fuzz", "", "fuzz\nx", "f" * 40]
 
 # How often each kind of frame is made (the command replies only once there are commands).
 KINDS = {"valid": 30, "hostile_arg": 30, "unknown": 5, "envelope": 10, "bytes": 15, "random": 5,
@@ -137,6 +140,10 @@ class Frames:
         return {arg.name: self.valid(op.name, arg.name, arg.kind) for arg in op.args
                 if arg.required or self.rng.random() < 0.6}
 
+    def key(self) -> str:
+        """A CurveZMQ public key (any 32 bytes are one), from the seeded generator."""
+        return z85.encode(self.rng.randbytes(32)).decode("ascii")
+
     def valid(self, op: str, name: str, kind: str) -> Any:
         rng = self.rng
         if kind == "id":
@@ -148,6 +155,10 @@ class Frames:
         if kind == "int":
             return rng.randint(0 if op == "update_request" else 1, 16)
         if kind == "string":
+            if name == "name":                 # users: never the fuzzer's own (admin)
+                return rng.choice(FUZZ_USERS)
+            if name == "key":
+                return self.key()
             return rng.choice(["", "fuzz", "reason ü"])
         if kind == "bool":
             return rng.random() < 0.5
@@ -163,7 +174,12 @@ class Frames:
                 caps["UUID"] = rng.choice(UUIDS)
             return caps
         if kind == "strings":
+            if name == "keys":
+                return [self.key()]
             return rng.sample(GROUPS, rng.randint(0, 2))
+        if kind == "ints":
+            high = rng.randint(1, 16)
+            return [high, rng.randint(high, 16)]
         if kind == "states":
             return rng.sample(REQ_STATES, rng.randint(1, 2))
         if kind == "state":

@@ -3,9 +3,19 @@
 The "compiled" matcher (boruta._matcher, built from boruta/_matcher.pyx) is
 skipped only while it cannot be imported; once `make build` has produced
 it, the same tests simply run against it too.
+
+At import, before any test runs, the session gets private XDG config and
+state directories and loses the variables that name a client identity: a
+server writes its admin's client config under $XDG_CONFIG_HOME, and clients
+read it from there, so no test may touch the developer's own files or keys.
+Child processes inherit this environment.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from typing import Iterator
 
 import pytest
@@ -15,6 +25,22 @@ from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.scheduler import Scheduler
 from boruta.testing import START, InProcessFarm
+from boruta.testing.processes import IDENTITY_ENV
+
+
+def _private_home() -> str:
+    """Fresh XDG config and state directories for this test session (removed at exit)."""
+    home = tempfile.mkdtemp(prefix="boruta-tests-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    for name, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_STATE_HOME", "state")):
+        os.environ[name] = os.path.join(home, sub)
+        os.mkdir(os.environ[name], 0o700)
+    for name in IDENTITY_ENV:
+        os.environ.pop(name, None)
+    return home
+
+
+PRIVATE_HOME = _private_home()
 
 
 @pytest.fixture(params=["reference", "compiled"])

@@ -27,10 +27,12 @@ def ask(sock: zmq.Socket, msg_id: int, op: str, args: dict[str, Any]) -> codec.E
     return reply
 
 
-def raw_peer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    sock = ctx.socket(zmq.DEALER)
+def raw_peer(ctx: zmq.Context, server: ServerProcess, dryad: str | None = None) -> zmq.Socket:
+    """A raw client of the server (as its admin), or with `dryad` a raw dryad enrolled for
+    that UUID (a hostile board has a key of its own)."""
+    sock = server.secure(ctx.socket(zmq.DEALER), dryad)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock.connect(server.dryad if dryad is not None else server.listen)
     return sock
 
 
@@ -52,8 +54,8 @@ def check_refused_and_others_served(server: ServerProcess, ctx: zmq.Context) -> 
     wait_until(lambda: polite.get_worker_info(uuid).state is WorkerState.IDLE, 10,
                what="the worker IDLE")
 
-    hostile = raw_peer(ctx, server.listen)
-    rogue_dryad = raw_peer(ctx, server.dryad)
+    hostile = raw_peer(ctx, server)
+    rogue_dryad = raw_peer(ctx, server, dryad="rogue")
     assert ask(hostile, 0, "new_request",       # a waiting request of its own
                {"caps": unique_caps(), "priority": 8, "queue_unsatisfiable": True}).ok
     rss_before = server.rss()
@@ -71,7 +73,7 @@ def check_refused_and_others_served(server: ServerProcess, ctx: zmq.Context) -> 
             assert reply.error["code"] == "bad_argument", reply
             assert "filter caps have" in reply.error["message"]
             reply = ask(rogue_dryad, n, "register",
-                        {"caps": {"UUID": f"rogue-{n}", **big}, "dryad_address": ":7",
+                        {"caps": {"UUID": "rogue", **big}, "dryad_address": ":7",
                          "ssh_address": ":22"})
             assert reply.error["code"] == "bad_argument", reply
             assert "max_caps_entries" in reply.error["message"]

@@ -34,9 +34,10 @@ QUICK = {"heartbeat_interval": INTERVAL, "heartbeat_liveness": LIVENESS,
 READY_TIMEOUT = 20.0
 
 
-def boruta(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def boruta(*args: str, timeout: float = 30.0,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "boruta.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, env=child_env(), timeout=timeout)
+                          text=True, cwd=ROOT, env=env or child_env(), timeout=timeout)
 
 
 def free_port() -> int:
@@ -132,12 +133,20 @@ def dryads(tmp_path: Path) -> Iterator[Callable[..., DryadProcess]]:
 
 def init_config(path: Path, server: ServerProcess, caps: dict[str, str],
                 *extra: str) -> Path:
-    """`boruta dryad init` (the real command) for this server's dryad endpoint."""
+    """`boruta dryad init` (the real command) for this server's dryad endpoint, then
+    `boruta admin dryad enroll` as the server's admin: the dryad's key file beside it,
+    as an operator sets up a board."""
     args = ["dryad", "init", "--config", str(path), "--server", server.dryad]
+    if server.credentials is not None:
+        args += ["--server-key", server.credentials.server_key, "--key-file", "dryad.key"]
     for k, v in caps.items():
         args += ["--caps", f"{k}={v}"]
     r = boruta(*args, *extra)
     assert r.returncode == 0, r.stderr
+    if server.credentials is not None:
+        r = boruta("admin", "dryad", "enroll", load_config(path).uuid,
+                   "--out", str(path.parent / "dryad.key"), env=server.cli_env())
+        assert r.returncode == 0, r.stderr
     # job directories under the test's tmp_path, so that a SIGKILLed dryad leaves nothing in /tmp
     work = path.parent / "work"
     path.write_text(path.read_text().replace('workdir_base = ""', f'workdir_base = "{work}"'))

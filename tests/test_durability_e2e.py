@@ -38,9 +38,11 @@ from boruta.core.records import Changes
 from boruta.core.types import ReqState, WorkerState
 from boruta.server.store import DB_NAME, Store
 from boruta.transport.client import Client
+from boruta.transport.credentials import Credentials
 from boruta.server.config import load_server_config
 from boruta.sim.dryads import SimFarm
 from boruta.server.config import ServerConfig
+from boruta.testing.processes import credentials_from
 from e2e_helpers import FAST, ROOT, ServerProcess, child_env, unique_caps, wait_until
 
 pytestmark = pytest.mark.slow
@@ -67,7 +69,7 @@ class Durable:
                          **self.endpoints, **settings}
         self.server: ServerProcess | None = None
         self.starts = 0
-        self.farm = SimFarm(self.endpoints["dryad_listen"])
+        self.farm = SimFarm(self.endpoints["dryad_listen"], credentials_for=self.enrol)
 
     def start(self) -> ServerProcess:
         self.starts += 1
@@ -87,6 +89,12 @@ class Durable:
     def client(self, **kw: Any) -> Client:
         assert self.server is not None
         return self.server.client(**kw)
+
+    def enrol(self, uuid: str) -> Credentials | None:
+        """A farm dryad's key, enrolled by the running server's admin (the enrolment and
+        the server's keys are in the state directory: they outlive restarts)."""
+        assert self.server is not None
+        return self.server.enrol(uuid)
 
     def close(self) -> None:
         self.farm.close()
@@ -166,10 +174,12 @@ CLIENT = r"""
 import json, os, random, sys, time
 from boruta.core.errors import BorutaError
 from boruta.transport.client import Client, ServerUnreachableError
+from boruta.transport.credentials import load_client_config
 endpoint, out_path, stop_path, seed, kinds = sys.argv[1:6]
 kinds = json.loads(kinds)
 rng = random.Random(seed)
-client = Client(endpoint, timeout=1.0, retries=1)
+client = Client(endpoint, timeout=1.0, retries=1,
+                credentials=load_client_config().credentials)  # $BORUTA_CLIENT_CONFIG
 out = open(out_path, "a", buffering=1)
 mine = []
 while not os.path.exists(stop_path):
@@ -233,7 +243,8 @@ def test_sigkill_under_load_loses_nothing_acknowledged(durable: Callable[..., Du
     stop = tmp_path / "stop"
     outs = [tmp_path / f"client{i}.jsonl" for i in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", CLIENT, d.endpoints["listen"], str(out),
-                               str(stop), str(i), json.dumps(kinds)], cwd=ROOT, env=child_env(),
+                               str(stop), str(i), json.dumps(kinds)], cwd=ROOT,
+                              env=d.server.cli_env(),
                               stderr=subprocess.PIPE, text=True) for i, out in enumerate(outs)]
     started = time.monotonic()
     seen: dict[int, tuple] = {}                 # every request listed so far: its fields
@@ -484,9 +495,11 @@ def test_history_is_purged_in_the_background_and_ids_never_reused(
 def test_a_server_in_memory_keeps_no_record_of_changes(tmp_path: Path) -> None:
     # Nobody drains the changes without a store: housekeeping drops them, or the IDs
     # of every purged request would pile up for the life of the process.
-    proc = InProcess(load_server_config(None, {**FAST, "retention": 0.5, "purge_interval": 0.2}))
+    proc = InProcess(load_server_config(None, {**FAST, "retention": 0.5, "purge_interval": 0.2,
+                                               "identity_dir": str(tmp_path / "identity")}))
     try:
-        client = Client(proc.endpoints["listen"], timeout=5, retries=1)
+        client = Client(proc.endpoints["listen"], timeout=5, retries=1,
+                        credentials=proc.credentials)
         caps = unique_caps()
         ids = [client.new_request(caps, 5, queue_unsatisfiable=True) for _ in range(20)]
         for req_id in ids:
@@ -522,8 +535,9 @@ def test_a_long_history_loads_in_the_background(durable: Callable[..., Durable])
     client = d.client(timeout=10)
     assert client.get_request_info(1).state is RS.DONE       # from the store, on demand
     assert client.new_request({"n": "x"}, 5, queue_unsatisfiable=True) == n + 6
-    items, _ = client.list_requests()                        # waits for the whole history
-    assert len(items) == n + 1
+    items, info = client.list_requests()                     # waits for the whole history
+    assert info.total_items == n + 1                         # (a page: max_reply_bytes)
+    assert len(items) + info.remaining_items == n + 1 and items[0].id == 1
     wait_until(lambda: "history loaded" in d.server.log(), 10, what="the history log line")
 
 
@@ -617,6 +631,8 @@ class InProcess:
         self.thread.start()
         self.server = Server(config)
         self.endpoints = self.run(self.server.start())
+        keyring = self.server.keyring                 # the bootstrap admin's credentials
+        self.credentials = credentials_from(keyring.admin_config if keyring else None)
 
     def run(self, coro: Any, timeout: float = 20.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -635,7 +651,8 @@ class InProcess:
 def test_a_failing_disk_acknowledges_nothing_and_the_server_recovers(tmp_path: Path) -> None:
     proc = InProcess(load_server_config(None, {**FAST, "state_dir": str(tmp_path / "state")}))
     try:
-        client = Client(proc.endpoints["listen"], timeout=5, retries=1)
+        client = Client(proc.endpoints["listen"], timeout=5, retries=1,
+                        credentials=proc.credentials)
         caps = unique_caps()
         first = client.new_request(caps, 5, queue_unsatisfiable=True)
         db = proc.server.store._conn()

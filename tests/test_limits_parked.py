@@ -11,14 +11,21 @@ import zmq
 
 from boruta.core.types import ReqState
 from boruta.transport import codec
+from boruta.transport.client import Client
 from e2e_helpers import ServerProcess, server_factory, unique_caps, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
-def peer(ctx: zmq.Context, server: ServerProcess) -> zmq.Socket:
-    """A raw client connection: one ROUTER identity of its own."""
+def peer(ctx: zmq.Context, server: ServerProcess, user: Client | None = None) -> zmq.Socket:
+    """A raw client connection with the admin's key, or `user`'s; one ROUTER identity of
+    its own. Parked calls count against the user."""
     sock = ctx.socket(zmq.DEALER)
+    if user is not None:
+        assert user.credentials is not None
+        user.credentials.apply(sock)
+    else:
+        server.secure(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(server.listen)
     return sock
@@ -63,8 +70,8 @@ def test_one_peer_cannot_hold_every_parked_slot(
     assert [r.id for r in refused] == [4], refused        # three parked, the fourth refused
     assert refused[0].error["code"] == "busy"
     assert "max_parked_per_peer 3" in refused[0].error["message"]
-    # Another peer parks in a slot the greedy one could not take, and is answered.
-    other = peer(ctx, server)
+    # Another user parks in a slot the greedy one could not take, and is answered.
+    other = peer(ctx, server, server.user("other", role="admin"))   # may wait on `req`
     park(other, 1, op, req)
     assert replies(other, 0.3) == []                      # parked, not busy
     server.client().close_request(req)

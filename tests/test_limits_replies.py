@@ -117,12 +117,14 @@ def small_replies_are_never_held(buffers: PeerBuffers) -> bool:
 
 # ---------------------------------------------------------------------- end to end
 def register(ctx: zmq.Context, server: ServerProcess, **caps: str) -> zmq.Socket:
-    """A raw dryad registering one worker with `caps`; returns its socket (kept open)."""
-    sock = ctx.socket(zmq.DEALER)
+    """A raw dryad (enrolled) registering one worker with `caps`; returns its socket
+    (kept open)."""
+    uuid = str(uuidlib.uuid4())
+    sock = server.secure(ctx.socket(zmq.DEALER), dryad=uuid)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(server.dryad)
     sock.send(codec.request_frame(1, "register", {
-        "caps": {"UUID": str(uuidlib.uuid4()), **caps},
+        "caps": {"UUID": uuid, **caps},
         "dryad_address": ":7175", "ssh_address": ":22"}))
     assert sock.poll(5000), "no reply to register"
     reply = codec.decode(sock.recv())
@@ -169,7 +171,7 @@ def test_a_peer_that_does_not_read_its_replies_is_dropped_and_others_are_served(
     marker = client.new_request(unique_caps(), 4, queue_unsatisfiable=True)
     assert len(client.list_workers()[0]) == 1            # one 900 KB reply read normally
     before = server.rss()
-    attacker = ctx.socket(zmq.DEALER)
+    attacker = server.secure(ctx.socket(zmq.DEALER))    # the admin's key: it closes `marker`
     attacker.setsockopt(zmq.LINGER, 0)
     attacker.setsockopt(zmq.RCVHWM, 1)                    # the attacker holds next to nothing
     attacker.setsockopt(zmq.RCVBUF, 1 << 16)

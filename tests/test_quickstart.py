@@ -5,6 +5,11 @@ The commands are read from README.md's Quickstart block and run one by one
 server binds loopback ports the system picks and tunnels on loopback, so a
 test run never collides with a farm on the default ports; the CLI finds it
 through BORUTA_SERVER and the boards through --server.
+
+With no setup: the server writes its admin's client config where `boruta`
+looks for it ($XDG_CONFIG_HOME/boruta/client.toml, the test session's own
+directory, see conftest.py), the CLI calls as that admin and the simulated
+boards enrol themselves through it.
 """
 from __future__ import annotations
 
@@ -84,6 +89,7 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
         boards = Child(argv(next(lines)) + ["--server", endpoints["dryad"]],
                        tmp_path / "boards.log", cwd=tmp_path)
         boards.expect("simdryad ready count=5")
+        assert "enrolled 5 dryad(s)" in boards.log()
         ssh_of = {}                                       # the boards' own sshd addresses
         for _ in range(5):
             _, uuid, ssh = boards.expect("dryad ").split()
@@ -120,7 +126,7 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
 
         run(next(lines))                                  # request close 1
         assert next(lines, None) is None
-        client = Client(endpoints["listen"], timeout=10)
+        client = Client.from_config(timeout=10)          # the admin, as the CLI was
         try:
             assert str(client.get_request_info(1).state) == "DONE"
             wait_until(lambda: str(client.get_worker_info(worker).state) == "IDLE", 20,

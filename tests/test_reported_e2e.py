@@ -67,8 +67,8 @@ def test_a_user_name_with_a_newline_fails_the_prepare(
     assert "Traceback" not in server.log()
 
 
-def register(sock: zmq.Socket, msg_id: int, ssh_address: str) -> codec.Envelope:
-    caps = {"UUID": str(uuidlib.uuid4()), **unique_caps()}
+def register(sock: zmq.Socket, msg_id: int, uuid: str, ssh_address: str) -> codec.Envelope:
+    caps = {"UUID": uuid, **unique_caps()}
     sock.send(codec.request_frame(msg_id, "register", {
         "caps": caps, "dryad_address": ":7175", "ssh_address": ssh_address}))
     assert sock.poll(5000), "no reply to register"
@@ -82,12 +82,14 @@ def test_a_hostile_address_is_refused_at_register(
         server_factory: Callable[..., ServerProcess],  # noqa: F811
         ssh_address: str, code: str) -> None:
     server = server_factory()
+    uuid = str(uuidlib.uuid4())
     with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as sock:
         sock.linger = 0
+        server.secure(sock, dryad=uuid)                          # an enrolled dryad
         sock.connect(server.dryad)
-        reply = register(sock, 1, ssh_address)
+        reply = register(sock, 1, uuid, ssh_address)
         assert reply.error is not None and reply.error["code"] == code, reply
         assert server.client().list_workers()[0] == []           # nothing registered
-        ok = register(sock, 2, ":22")                            # the same peer, a real address
+        ok = register(sock, 2, uuid, ":22")                      # the same peer, a real address
         assert ok.error is None and ok.ok["uuid"]
     assert "Traceback" not in server.log()

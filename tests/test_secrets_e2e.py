@@ -1,4 +1,5 @@
-"""Secrets never leak: no private key handed out appears in any log, event or error message.
+"""Secrets never leak: no private key handed out appears in any log, event or error message,
+and no CURVE secret key either (the server's, its admin's, the users' and the dryads').
 
 A real durable server (log level debug), simulated dryads running real SSH
 servers, several clients doing full job cycles, a dryad that fails mid-job
@@ -23,8 +24,9 @@ import pytest
 from boruta.core.errors import BorutaError
 from boruta.core.types import WorkerState
 from boruta.transport.client import Client
+from boruta.transport.credentials import read_key_file
 from boruta.transport.errors import WaitTimeoutError
-from e2e_helpers import server_factory, ssh_exec, unique_caps, wait_until  # noqa: F401
+from e2e_helpers import ServerProcess, server_factory, ssh_exec, unique_caps, wait_until  # noqa: F401
 
 WINDOW = 64          # a leak of WINDOW + STEP - 1 base64 characters or more is always found
 STEP = 8
@@ -66,9 +68,10 @@ def test_leak_finder_finds_what_it_should() -> None:
 class EventRecorder(threading.Thread):
     """Subscribes to every event of the server and keeps them, until stopped."""
 
-    def __init__(self, listen: str, events: str) -> None:
+    def __init__(self, server: ServerProcess) -> None:
         super().__init__(name="event-recorder", daemon=True)
-        self.client = Client(listen, timeout=5, events_endpoint=events)
+        self.client = Client(server.listen, timeout=5, events_endpoint=server.events,
+                             credentials=server.credentials)
         self.events: list[dict[str, Any]] = []
         self.ready = threading.Event()
         self.done = threading.Event()
@@ -119,13 +122,13 @@ def test_no_private_key_in_logs_events_or_errors(server_factory, process_log: io
                                                  tmp_path: Path, key_type: str) -> None:
     state = tmp_path / "state"
     server = server_factory(state_dir=str(state), log_level="debug", key_type=key_type)
-    recorder = EventRecorder(server.listen, server.events)
+    recorder = EventRecorder(server)
     recorder.start()
     assert recorder.ready.wait(10)
     caps = unique_caps()
     farm = server.farm(3, caps=caps, ssh=True)
     admin = server.client(timeout=20)
-    users = [server.client(timeout=30) for _ in range(3)]
+    users = [server.user(f"user{n}", timeout=30) for n in range(3)]
     for dryad in farm.dryads:
         admin.set_state(dryad.uuid, "IDLE")
     wait_until(lambda: all(admin.get_worker_info(d.uuid).state is WorkerState.IDLE
@@ -198,3 +201,9 @@ def test_no_private_key_in_logs_events_or_errors(server_factory, process_log: io
     assert len(errors) == 7
     found = {name: leaks(text, keys) for name, text in texts.items()}
     assert found == {name: [] for name in texts}
+    curve = [read_key_file(state / "server.key").secret, read_key_file(state / "admin.key").secret,
+             *(c.credentials.client.secret for c in users),
+             *(d.link.credentials.client.secret for d in farm.dryads)]
+    assert len(set(curve)) == 2 + 3 + 3
+    assert {name: [s[:4] for s in curve if s in text] for name, text in texts.items()} == \
+        {name: [] for name in texts}

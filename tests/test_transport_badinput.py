@@ -9,6 +9,7 @@ import msgpack
 import pytest
 import zmq
 
+from boruta.transport.client import Client
 from e2e_helpers import ServerProcess, unique_caps, wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,10 +26,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.close()
 
 
-def dealer(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def dealer(ctx: zmq.Context, server: ServerProcess, dryad: str | None = None,
+           user: Client | None = None) -> zmq.Socket:
+    """A raw client of `server` with the admin's key (or `user`'s), or with `dryad` a raw
+    dryad whose key is enrolled for that UUID."""
     sock = ctx.socket(zmq.DEALER)
+    if user is not None and user.credentials is not None:
+        user.credentials.apply(sock)
+    else:
+        server.secure(sock, dryad)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
+    sock.connect(server.dryad if dryad is not None else server.listen)
     return sock
 
 
@@ -56,36 +64,36 @@ def still_serving(server: ServerProcess) -> Iterator[None]:
 
 
 def test_malformed_msgpack(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), b"\xc1\xc1\xc1 not msgpack")
+    reply = ask(dealer(ctx, server), b"\xc1\xc1\xc1 not msgpack")
     assert code_of(reply) == "bad_frame" and reply["id"] is None and reply["v"] == 1
 
 
 def test_frame_not_a_map(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), msgpack.packb(["get_request_info", 1]))
+    reply = ask(dealer(ctx, server), msgpack.packb(["get_request_info", 1]))
     assert code_of(reply) == "bad_frame"
     assert "map" in reply["error"]["message"]
 
 
 def test_wrong_envelope_version(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), request("ping", msg_id=77, v=99))
+    reply = ask(dealer(ctx, server), request("ping", msg_id=77, v=99))
     assert code_of(reply) == "unsupported_version" and reply["id"] == 77
     assert "99" in reply["error"]["message"]
 
 
 def test_unknown_operation(server: ServerProcess, ctx: zmq.Context) -> None:
-    sock = dealer(ctx, server.listen)
+    sock = dealer(ctx, server)
     assert code_of(ask(sock, request("launch_missiles"))) == "unknown_operation"
     reply = ask(sock, request("register", {"caps": {}}))        # a dryad op on the client port
     assert code_of(reply) == "unknown_operation" and "dryad endpoint" in reply["error"]["message"]
 
 
 def test_missing_argument(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), request("new_request", {"caps": {"a": "b"}}))
+    reply = ask(dealer(ctx, server), request("new_request", {"caps": {"a": "b"}}))
     assert code_of(reply) == "bad_argument" and "priority" in reply["error"]["message"]
 
 
 def test_mistyped_argument(server: ServerProcess, ctx: zmq.Context) -> None:
-    sock = dealer(ctx, server.listen)
+    sock = dealer(ctx, server)
     assert code_of(ask(sock, request("get_request_info", {"id": "seven"}))) == "bad_argument"
     assert code_of(ask(sock, request("new_request", {"caps": {"a": 1}, "priority": 4}))) == "bad_argument"
     assert code_of(ask(sock, request("new_request", {"caps": {}, "priority": 4,
@@ -98,7 +106,7 @@ def test_mistyped_argument(server: ServerProcess, ctx: zmq.Context) -> None:
 
 
 def test_oversize_frame(server: ServerProcess, ctx: zmq.Context) -> None:
-    sock = dealer(ctx, server.listen)
+    sock = dealer(ctx, server)
     big = request("new_request", {"caps": {"pad": "x" * (MAX_FRAME + 10)}, "priority": 4})
     reply = ask(sock, big)
     assert code_of(reply) == "frame_too_large" and str(MAX_FRAME) in reply["error"]["message"]
@@ -106,12 +114,12 @@ def test_oversize_frame(server: ServerProcess, ctx: zmq.Context) -> None:
 
 
 def test_multipart_message(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), request("ping"), request("ping"))
+    reply = ask(dealer(ctx, server), request("ping"), request("ping"))
     assert code_of(reply) == "bad_frame"
 
 
 def test_unknown_ids(server: ServerProcess, ctx: zmq.Context) -> None:
-    sock = dealer(ctx, server.listen)
+    sock = dealer(ctx, server)
     for op, args in [("get_request_info", {"id": 10**12}), ("close_request", {"id": 999999}),
                      ("acquire_worker", {"id": 999999, "timeout": 1}),
                      ("wait_request", {"id": 999999}),
@@ -125,13 +133,13 @@ def test_unknown_ids(server: ServerProcess, ctx: zmq.Context) -> None:
 
 
 def test_reply_shaped_message_to_client_port(server: ServerProcess, ctx: zmq.Context) -> None:
-    reply = ask(dealer(ctx, server.listen), msgpack.packb({"v": 1, "id": 3, "ok": None}))
+    reply = ask(dealer(ctx, server), msgpack.packb({"v": 1, "id": 3, "ok": None}))
     assert code_of(reply) == "bad_frame" and reply["id"] == 3
 
 
 def test_flooding_peer_is_limited_and_cannot_stall_others(server: ServerProcess,
                                                           ctx: zmq.Context) -> None:
-    flooder = dealer(ctx, server.listen)
+    flooder = dealer(ctx, server, user=server.user("flooder"))   # limited per user
     flooder.setsockopt(zmq.SNDHWM, 100000)
     payload = request("list_requests", {})
     stop = threading.Event()
@@ -170,21 +178,22 @@ def test_flooding_peer_is_limited_and_cannot_stall_others(server: ServerProcess,
 
 
 def test_dryad_endpoint_bad_input(server: ServerProcess, ctx: zmq.Context) -> None:
-    sock = dealer(ctx, server.dryad)
+    uuid = f"bad-{unique_caps()['device_type']}"
+    sock = dealer(ctx, server, dryad=uuid)                  # a dryad with a key, enrolled
     assert code_of(ask(sock, b"\x93garbage")) == "bad_frame"
     assert code_of(ask(sock, request("heartbeat"))) == "not_registered"
     assert code_of(ask(sock, request("set_fail", {"uuid": "x", "reason": "r"}))) == "not_registered"
     assert code_of(ask(sock, request("register", {"caps": {"a": "b"}, "dryad_address": ":1",
                                                   "ssh_address": ":22"}))) == "missing_uuid"
-    assert code_of(ask(sock, request("register", {"caps": {"UUID": "u"}, "dryad_address": "",
+    assert code_of(ask(sock, request("register", {"caps": {"UUID": uuid}, "dryad_address": "",
                                                   "ssh_address": ":22"}))) == "missing_ip"
-    assert code_of(ask(sock, request("register", {"caps": {"UUID": "u"},
+    assert code_of(ask(sock, request("register", {"caps": {"UUID": uuid},
                                                   "dryad_address": "1.2.3.4:0",
                                                   "ssh_address": ":22"}))) == "missing_port"
     assert code_of(ask(sock, request("new_request", {"caps": {}, "priority": 1}))) == "unknown_operation"
     # A reply to a command the server never sent is ignored; the link keeps working.
     sock.send(msgpack.packb({"v": 1, "id": 123456, "ok": {"username": "x"}}))
-    caps = {"UUID": f"bad-{unique_caps()['device_type']}"}
+    caps = {"UUID": uuid}
     reply = ask(sock, request("register", {"caps": caps, "dryad_address": ":1",
                                            "ssh_address": ":22"}, msg_id=9))
     assert reply["id"] == 9 and reply["ok"]["uuid"] == caps["UUID"]

@@ -91,8 +91,11 @@ def test_dryad_reregisters_after_server_restart(server_factory: Callable[..., Se
     dryad = farm.dryads[0]
     assert server.stop() == 0
     port = dryad_ep.rsplit(":", 1)[1]
-    again = server_factory(**QUICK, dryad_listen=f"tcp://127.0.0.1:{port}")
+    # The same farm's server again: its identity, and the dryad's enrolment (in memory).
+    again = server_factory(**QUICK, dryad_listen=f"tcp://127.0.0.1:{port}",
+                           identity_dir=server.settings["identity_dir"])
     client = again.client()
+    client.dryad_enroll(uuid=dryad.uuid, key=dryad.link.credentials.client.public)
     wait_until(lambda: any(w.worker_uuid == dryad.uuid for w in client.list_workers()[0]), 10,
                what="dryad registered with the new server")
     wait_until(lambda: dryad.link.registrations >= 2, 5, what="second registration")
@@ -160,7 +163,8 @@ def test_simdryad_command_runs_many_dryads(server_factory: Callable[..., ServerP
     server = server_factory(**QUICK)
     proc = subprocess.Popen(
         [sys.executable, "-m", "boruta.sim.dryads", "--count", "30", "--server",
-         server.dryad, "--caps", "board=sim30", "--echo", "--seed", "7"],
+         server.dryad, "--caps", "board=sim30", "--echo", "--seed", "7",
+         "--client-config", str(server.client_config)],      # enrols its dryads as the admin
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     try:

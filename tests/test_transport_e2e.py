@@ -287,7 +287,7 @@ def test_async_client(shared_server: ServerProcess) -> None:
 
     async def scenario() -> None:
         async with AsyncClient(shared_server.listen, events_endpoint=shared_server.events,
-                               timeout=5) as client:
+                               timeout=5, credentials=shared_server.credentials) as client:
             uuid = farm.dryads[0].uuid
             await client.set_state(uuid, "IDLE")
             ids = await asyncio.gather(*(client.new_request(caps, 5) for _ in range(3)))

@@ -9,7 +9,7 @@ import pytest
 
 import boruta
 from boruta.transport.errors import FrameTooLargeError, ServerUnreachableError
-from e2e_helpers import ROOT, ServerProcess, child_env
+from e2e_helpers import ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,8 @@ def small_frames(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 def test_client_reads_frame_too_large_instead_of_reporting_unreachable(
         small_frames: ServerProcess) -> None:
-    client = boruta.Client(small_frames.listen, timeout=3.0, retries=1)
+    client = boruta.Client(small_frames.listen, timeout=3.0, retries=1,
+                           credentials=small_frames.credentials)
     try:
         with pytest.raises(FrameTooLargeError) as caught:
             client.new_request({"blob": "x" * (2 * MAX_FRAME)}, 8)
@@ -39,8 +40,9 @@ def test_client_reads_frame_too_large_instead_of_reporting_unreachable(
         client.close()
 
 
-async def _async_too_large(endpoint: str) -> str:
-    async with boruta.AsyncClient(endpoint, timeout=3.0, retries=1) as client:
+async def _async_too_large(server: ServerProcess) -> str:
+    async with boruta.AsyncClient(server.listen, timeout=3.0, retries=1,
+                                  credentials=server.credentials) as client:
         try:
             await client.new_request({"blob": "x" * (2 * MAX_FRAME)}, 8)
         except FrameTooLargeError as exc:
@@ -50,7 +52,7 @@ async def _async_too_large(endpoint: str) -> str:
 
 def test_async_client_reads_frame_too_large(small_frames: ServerProcess) -> None:
     import asyncio
-    assert asyncio.run(_async_too_large(small_frames.listen)) == "frame_too_large"
+    assert asyncio.run(_async_too_large(small_frames)) == "frame_too_large"
 
 
 def test_cli_exits_1_with_the_servers_error_for_an_oversize_call(
@@ -58,6 +60,6 @@ def test_cli_exits_1_with_the_servers_error_for_an_oversize_call(
     proc = subprocess.run(
         [sys.executable, "-m", "boruta.cli", "--server", small_frames.listen, "--json",
          "request", "new", "--caps", f"blob={'x' * (2 * MAX_FRAME)}", "--priority", "8"],
-        capture_output=True, text=True, cwd=ROOT, env=child_env(), timeout=30)
+        capture_output=True, text=True, cwd=ROOT, env=small_frames.cli_env(), timeout=30)
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert '"code": "frame_too_large"' in proc.stdout

@@ -20,7 +20,14 @@ Many dryads run in one process and one event loop:
 
     python -m boruta.sim.dryads --count 50 --server tcp://127.0.0.1:7176
 
-`SimFarm` runs them in a background thread for tests (thread-safe helpers).
+A secure server lets a dryad register only a UUID an admin enrolled for its
+key. With an admin's client config (`--client-config`, by default the one
+`boruta server` writes for its admin on this machine) the sim enrols each of
+its dryads itself, each with a fresh keypair, the way an admin enrols a
+real board; `--insecure` speaks plain text to an `insecure = true` server.
+
+`SimFarm` runs them in a background thread for tests (thread-safe helpers);
+its `credentials_for` is how a test harness enrols each dryad.
 """
 from __future__ import annotations
 
@@ -28,11 +35,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
 import threading
+import time
 import uuid as uuidlib
+from pathlib import Path
 from typing import Any, Callable, Coroutine, Iterable, Mapping
 
 import zmq
@@ -42,9 +52,30 @@ from boruta.core.addresses import join_host_port
 from boruta.core.errors import BorutaError
 from boruta.dryad.link import NO_REPLY, DryadLink
 from boruta.logs import setup_logging
-from boruta.transport.addresses import DRYAD_ENDPOINT
+from boruta.transport.addresses import CLIENT_ENDPOINT, DRYAD_ENDPOINT
+from boruta.transport.client import Client
+from boruta.transport.credentials import (SERVER_KEY_ENV, Credentials, KeyPair,
+                                          client_config_path, load_client_config, new_keypair)
 
 log = logging.getLogger("boruta.simdryad")
+
+CONFIG_WAIT = 10.0        # seconds the sim waits for a client config the server has yet to write
+
+#: How a SimFarm gets each dryad's identity: called with the dryad's UUID, before it starts.
+CredentialsFor = Callable[[str], Credentials | None]
+
+
+def enrol(admin: Client, server_key: str, uuid: str, pair: KeyPair | None = None
+          ) -> Credentials:
+    """Enrol `uuid` through an admin's client with a fresh keypair (or `pair`); the
+    dryad's credentials.
+
+    A key per dryad, as on a real farm (a server lets one key serve one worker
+    unless told otherwise); enrolling an enrolled UUID again replaces its key.
+    """
+    pair = pair or new_keypair()
+    admin.dryad_enroll(uuid=uuid, key=pair.public)
+    return Credentials(server_key, pair)
 
 
 class SimFault(BorutaError):
@@ -61,7 +92,7 @@ class SimDryad:
                  caps: Mapping[str, str] | None = None, *, ssh_address: str = ":22",
                  dryad_address: str = ":7175", username: str = "boruta-user",
                  ctx: zmq.asyncio.Context | None = None, reply_timeout: float = 5.0,
-                 session: Any = None) -> None:
+                 session: Any = None, credentials: Credentials | None = None) -> None:
         self.uuid = uuid or str(uuidlib.uuid4())
         self.caps = {"UUID": self.uuid, "device_type": "sim", **dict(caps or {})}
         self.caps["UUID"] = self.uuid
@@ -82,7 +113,8 @@ class SimDryad:
         if session is not None:
             ssh_address = join_host_port(*session.address())
         self.link = DryadLink(server, self.caps, dryad_address, ssh_address, self.handle,
-                              ctx=ctx, reply_timeout=reply_timeout, name=self.uuid[:8])
+                              ctx=ctx, reply_timeout=reply_timeout, name=self.uuid[:8],
+                              credentials=credentials)
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
         self.commands.append(op)
@@ -151,13 +183,19 @@ async def echo_server(host: str = "127.0.0.1", port: int = 0) -> asyncio.base_ev
 
 
 class SimFarm:
-    """N simulated dryads on a background thread's event loop (for tests)."""
+    """N simulated dryads on a background thread's event loop (for tests).
+
+    `credentials_for(uuid)` (None: plain text) gives each dryad its identity;
+    it runs on the caller's thread before the dryad starts, so it may enrol
+    the UUID through a blocking admin Client.
+    """
 
     def __init__(self, server: str, count: int = 0, *, caps: Callable[[int], Mapping[str, str]]
                  | Mapping[str, str] | None = None, ssh_address: str = ":22",
                  uuids: Iterable[str] | None = None, username: str = "boruta-user",
-                 ssh: bool = False) -> None:
+                 ssh: bool = False, credentials_for: CredentialsFor | None = None) -> None:
         self.server = server
+        self.credentials_for = credentials_for
         self.ssh_address = ssh_address
         self.ssh = ssh                    # every board runs an embedded SSH server
         self.username = username
@@ -188,10 +226,14 @@ class SimFarm:
 
     def add(self, uuid: str | None = None, caps: Mapping[str, str] | None = None,
             ssh_address: str | None = None) -> SimDryad:
+        uuid = uuid or str(uuidlib.uuid4())
+        credentials = self.credentials_for(uuid) if self.credentials_for is not None else None
+
         async def make() -> SimDryad:
             session = await asyncio.to_thread(start_ssh_session) if self.ssh else None
             dryad = SimDryad(self.server, uuid, caps, ssh_address=ssh_address or self.ssh_address,
-                             username=self.username, ctx=self.ctx, session=session)
+                             username=self.username, ctx=self.ctx, session=session,
+                             credentials=credentials)
             self._tasks[id(dryad)] = asyncio.ensure_future(dryad.run())
             return dryad
         dryad = self.run(make())
@@ -263,7 +305,45 @@ def _parse_caps(items: list[str]) -> dict[str, str]:
     return caps
 
 
-async def _main(args: argparse.Namespace) -> int:
+def _identities(args: argparse.Namespace, uuids: list[str]) -> list[Credentials | None]:
+    """Each dryad's credentials: enrolled through the admin's client config when it has
+    keys; plain text with --insecure or a config without keys."""
+    if args.insecure:
+        log.warning("--insecure: plain text, for a server run with insecure = true")
+        return [None] * len(uuids)
+    path = args.client_config or client_config_path()
+    if not path.exists() and not os.environ.get(SERVER_KEY_ENV):
+        _wait_for(path, min(CONFIG_WAIT, args.ready_timeout))
+    config = load_client_config(path)
+    if config.credentials is None:
+        log.warning("no server key in %s: plain text, for a server run with insecure = true "
+                    "(enrolling needs an admin's client config: --client-config)",
+                    config.path or "the client config")
+        return [None] * len(uuids)
+    admin = Client(config.server or CLIENT_ENDPOINT, credentials=config.credentials,
+                   timeout=args.ready_timeout, retries=1)
+    try:
+        identities: list[Credentials | None] = [
+            enrol(admin, config.credentials.server_key, uuid) for uuid in uuids]
+    finally:
+        admin.close()
+    log.warning("enrolled %d dryad(s), a key each, as the admin of %s (%s)", len(uuids),
+                config.path or "the client config", admin.endpoint)
+    return identities
+
+
+def _wait_for(path: Path, seconds: float) -> None:
+    """Wait (bounded) for a client config `boruta server` is about to write: started
+    together (`boruta server & python -m boruta.sim.dryads &`), the sim may come first."""
+    log.warning("waiting up to %gs for %s (`boruta server` writes it when it starts)",
+                seconds, path)
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+async def _main(args: argparse.Namespace, uuids: list[str],
+                identities: list[Credentials | None]) -> int:
     ctx = zmq.asyncio.Context()
     ssh_address = args.ssh_address
     echo = None
@@ -271,7 +351,6 @@ async def _main(args: argparse.Namespace) -> int:
         echo = await echo_server()
         host, port = echo.sockets[0].getsockname()[:2]
         ssh_address = f"{host}:{port}"
-    rng = random.Random(args.seed) if args.seed is not None else None
     caps = _parse_caps(args.caps)
     sessions: list[Any] = [None] * args.count
     if args.ssh:
@@ -279,9 +358,9 @@ async def _main(args: argparse.Namespace) -> int:
                                           for _ in range(args.count)))
     dryads = []
     for index in range(args.count):
-        uuid = str(uuidlib.UUID(int=rng.getrandbits(128), version=4)) if rng else None
-        dryad = SimDryad(args.server, uuid, caps, ssh_address=ssh_address,
-                         username=args.username, ctx=ctx, session=sessions[index])
+        dryad = SimDryad(args.server, uuids[index], caps, ssh_address=ssh_address,
+                         username=args.username, ctx=ctx, session=sessions[index],
+                         credentials=identities[index])
         dryad.fail_prepare = "simulated prepare failure" if args.fail_prepare else None
         dryad.silent = args.silent
         dryads.append(dryad)
@@ -335,17 +414,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="deterministic UUIDs")
     parser.add_argument("--fail-prepare", action="store_true")
     parser.add_argument("--silent", action="store_true", help="never answer commands")
+    identity = parser.add_mutually_exclusive_group()
+    identity.add_argument("--client-config", type=Path, metavar="PATH",
+                          help="an admin's client config: each dryad is enrolled through it "
+                          "with a key of its own (default: $BORUTA_CLIENT_CONFIG, else "
+                          "~/.config/boruta/client.toml, which `boruta server` writes)")
+    identity.add_argument("--insecure", action="store_true",
+                          help="plain text, for a server run with insecure = true")
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
     setup_logging(args.log_level)
+    rng = random.Random(args.seed) if args.seed is not None else None
+    uuids = [str(uuidlib.UUID(int=rng.getrandbits(128), version=4) if rng else uuidlib.uuid4())
+             for _ in range(args.count)]
+    try:
+        identities = _identities(args, uuids)
+    except BorutaError as exc:
+        parser.exit(2, f"{parser.prog}: cannot enrol the dryads: {exc}\n")
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_main(args))
-    return uvloop.run(_main(args))
+        return asyncio.run(_main(args, uuids, identities))
+    return uvloop.run(_main(args, uuids, identities))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,17 @@ implementation. Nothing here imports pytest: benches, the demo and users'
 own harnesses use it too.
 
     server = ServerProcess(Path("server.log"), key_type="ed25519").start()
-    client = server.client()
-    farm = server.farm(3, caps={"device_type": "rpi4"})
+    client = server.client()                 # the bootstrap admin
+    alice = server.user("alice", priorities=[4, 16])
+    farm = server.farm(3, caps={"device_type": "rpi4"})     # each dryad enrolled
     ...
     server.close()          # farms, clients, then the process (SIGTERM, then SIGKILL)
+
+The server is secure, as in production: it keeps its keys in a fresh
+identity directory beside its log (or in its durable state directory), and
+everything handed out here speaks CURVE with the bootstrap admin's
+credentials, read from the client config the server writes there. The
+setting `insecure=True` keeps plain text.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,13 +35,16 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 import boruta
 
 if TYPE_CHECKING:
+    import zmq
+
     from boruta.sim.dryads import SimFarm
     from boruta.transport.client import Client
+    from boruta.transport.credentials import Credentials, KeyPair
 
 __all__ = [
-    "LOOPBACK", "READY_TIMEOUT", "ROOT", "Child", "ChildError", "ServerProcess", "child_env",
-    "cpu_seconds", "parse_fields", "rss_bytes", "server_command", "start_sim_dryads",
-    "wait_until",
+    "IDENTITY_ENV", "LOOPBACK", "READY_TIMEOUT", "ROOT", "Child", "ChildError", "ServerProcess",
+    "child_env", "cpu_seconds", "credentials_from", "parse_fields", "rss_bytes", "server_command",
+    "start_sim_dryads", "wait_until",
 ]
 
 #: The checkout (or site-packages directory) that holds the imported boruta package:
@@ -54,6 +65,11 @@ LOOPBACK: dict[str, Any] = {
     "tunnel_ports": "0",
 }
 
+#: Variables that would point a child at the developer's own client config or identity.
+IDENTITY_ENV = ("BORUTA_SERVER", "BORUTA_SERVER_KEY", "BORUTA_KEY_FILE", "BORUTA_CLIENT_CONFIG")
+ADMIN_CLIENT_CONFIG = "client.toml"      # what a secure server writes in its identity directory
+MEMORY = ":memory:"
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 T = TypeVar("T")
@@ -64,9 +80,32 @@ class ChildError(RuntimeError):
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process that imports the same boruta as this one."""
+    """The environment of a child process that imports the same boruta as this one.
+
+    It is this process's environment (so a test session's private XDG
+    directories reach the child too) without the variables that name a client
+    identity (IDENTITY_ENV): a child talks to the harness's server with the
+    harness's keys, never with the developer's. `extra` goes over it.
+    """
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), **extra}
+    env = {name: value for name, value in os.environ.items() if name not in IDENTITY_ENV}
+    return {**env, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), **extra}
+
+
+def credentials_from(client_config: str | os.PathLike[str] | None) -> Credentials | None:
+    """The credentials in the client config at `client_config` (None: no path, or a config
+    without keys), the environment ignored: how a child process handed a harness server's
+    `client_config` path calls as its admin."""
+    if client_config is None:
+        return None
+    from boruta.transport.credentials import load_client_config
+    return load_client_config(client_config, env={}).credentials
+
+
+def _flag(value: Any) -> bool:
+    """A boolean setting as the server reads it (`True`, "true", "yes", "1", ...)."""
+    return value is True or (isinstance(value, str) and value.strip().lower() in
+                             ("1", "true", "yes", "on"))
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02,
@@ -255,26 +294,53 @@ class ServerProcess:
 
     Settings are the configuration file's keys (`key_type="ed25519"`); the
     class's `defaults` come first (loopback on free ports), `state_dir` is
-    ":memory:" unless given. `start` waits for the ready line and reads the
-    endpoints from it; `close` closes every farm and client handed out, then
-    stops the process.
+    ":memory:" unless given. A secure server (the default) keeps its keys in
+    `identity_dir`: a fresh directory beside the log unless given (or, with a
+    durable `state_dir`, the state directory, so that a restarted server keeps
+    its identity); the local client config it writes is its own admin's, never
+    the developer's. `start` waits for the ready line, reads the endpoints from
+    it and the admin's credentials from `<identity_dir>/client.toml`; `close`
+    closes every farm and client handed out, then stops the process.
     """
 
     defaults: Mapping[str, Any] = LOOPBACK
     client_timeout = 5.0            # seconds, for `client()` without a timeout
 
     def __init__(self, log_path: Path, **settings: Any) -> None:
-        self.settings: dict[str, Any] = {"state_dir": ":memory:", **self.defaults, **settings}
+        self.settings: dict[str, Any] = {"state_dir": MEMORY, **self.defaults, **settings}
         self.log_path = Path(log_path)
+        self.insecure = _flag(self.settings.get("insecure", False))
+        if not self.insecure:
+            state_dir = self.settings.get("state_dir")
+            if not self.settings.get("identity_dir") and state_dir in (None, MEMORY):
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self.settings["identity_dir"] = tempfile.mkdtemp(
+                    prefix=f"{self.log_path.stem}-identity-", dir=self.log_path.parent)
+            # The admin's own file again: never the developer's ~/.config/boruta/client.toml.
+            self.settings.setdefault("client_config", str(self._admin_config_path()))
         self.child: Child | None = None
         self.endpoints: dict[str, str] = {}
+        self._credentials: Credentials | None = None
+        self._admin: Client | None = None
+        self._admin_lock = threading.Lock()
         self._clients: list[Client] = []
         self._farms: list[SimFarm] = []
 
+    def _admin_config_path(self) -> Path:
+        directory = self.settings.get("identity_dir") or self.settings["state_dir"]
+        return Path(directory) / ADMIN_CLIENT_CONFIG
+
     def start(self, timeout: float = READY_TIMEOUT) -> "ServerProcess":
-        """Start the process and wait for `boruta server ready listen=... dryad=... events=...`."""
+        """Start the process, wait for `boruta server ready listen=... dryad=... events=...`
+        and read the bootstrap admin's credentials (a secure server)."""
         self.child = Child(server_command(self.settings), self.log_path)
         self.endpoints = parse_fields(self.child.expect(SERVER_READY, timeout))
+        if not self.insecure:
+            self._credentials = credentials_from(self._admin_config_path())
+            if self._credentials is None:
+                self.child.kill()
+                raise ChildError(f"{self.child.name} wrote no server key in "
+                                 f"{self._admin_config_path()}")
         return self
 
     # ------------------------------------------------------------------ what it is
@@ -301,6 +367,17 @@ class ServerProcess:
     def events(self) -> str:
         return self.endpoints["events"]
 
+    @property
+    def credentials(self) -> Credentials | None:
+        """The bootstrap admin's credentials (None: an insecure server)."""
+        return self._credentials
+
+    @property
+    def client_config(self) -> Path | None:
+        """The admin's client config the server wrote (None: an insecure server); give it
+        to a `boruta` command as $BORUTA_CLIENT_CONFIG."""
+        return None if self.insecure else self._admin_config_path()
+
     def alive(self) -> bool:
         return self.child is not None and self.child.alive()
 
@@ -320,21 +397,74 @@ class ServerProcess:
 
     # ------------------------------------------------------------------ what talks to it
     def client(self, timeout: float | None = None, retries: int = 2, **kw: Any) -> Client:
-        """A Client of this server (closed by `close`)."""
+        """A Client of this server as the bootstrap admin unless `credentials=` says
+        otherwise (closed by `close`)."""
         from boruta.transport.client import Client
+        kw.setdefault("credentials", self._credentials)
         client = Client(self.listen, timeout=self.client_timeout if timeout is None else timeout,
                         retries=retries, events_endpoint=self.events, **kw)
         self._clients.append(client)
         return client
 
+    def user(self, name: str, timeout: float | None = None, **fields: Any) -> Client:
+        """Add user `name` (`fields`: groups, role, priorities, max_open) with a fresh
+        keypair; a Client that holds their key (closed by `close`)."""
+        from boruta.transport.credentials import Credentials, new_keypair
+        if self._credentials is None:
+            raise RuntimeError("an insecure server has no users: every peer is an admin")
+        pair = new_keypair()
+        self._as_admin(lambda admin: admin.user_add(name=name, keys=[pair.public], **fields))
+        return self.client(timeout, credentials=Credentials(self._credentials.server_key, pair))
+
+    def enrol(self, uuid: str, pair: KeyPair | None = None) -> Credentials | None:
+        """Enrol worker `uuid` with a fresh keypair (or `pair`); the credentials its dryad
+        connects with (None: an insecure server, where any dryad registers)."""
+        if self._credentials is None:
+            return None
+        from boruta.sim.dryads import enrol
+        server_key = self._credentials.server_key
+        return self._as_admin(lambda admin: enrol(admin, server_key, uuid, pair))
+
+    def _as_admin(self, call: Callable[[Client], T]) -> T:
+        """`call` with the harness's own admin client (one at a time: clients are not
+        thread-safe, and farms enrol from whichever thread adds a dryad)."""
+        with self._admin_lock:
+            if self._admin is None:
+                self._admin = self.client()
+            return call(self._admin)
+
     def farm(self, count: int = 0, registered_within: float = 10.0, **kw: Any) -> SimFarm:
-        """A SimFarm of `count` simulated dryads on this server, registered (closed by `close`)."""
+        """A SimFarm of `count` simulated dryads on this server, each enrolled, registered
+        (closed by `close`)."""
         from boruta.sim.dryads import SimFarm
+        kw.setdefault("credentials_for", self.enrol)
         farm = SimFarm(self.dryad, count, **kw)
         self._farms.append(farm)
         if count:
             farm.wait_registered(registered_within)
         return farm
+
+    def secure(self, sock: zmq.Socket, dryad: str | None = None) -> zmq.Socket:
+        """A raw socket made a CURVE client (before it connects): with the admin's
+        credentials, or for the dryad endpoint with a key enrolled for worker `dryad`.
+        Unchanged for an insecure server."""
+        credentials = self.enrol(dryad) if dryad is not None else self._credentials
+        if credentials is not None:
+            credentials.apply(sock)
+        return sock
+
+    def cli_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `boruta` command that talks to this server as its admin
+        ($BORUTA_CLIENT_CONFIG: the admin's client config); `extra` over it."""
+        config = self.client_config
+        identity = {"BORUTA_CLIENT_CONFIG": str(config)} if config is not None else {}
+        return child_env(**identity, **extra)
+
+    def sim_dryads(self, count: int, caps: Mapping[str, str], log: Path, **kw: Any
+                   ) -> tuple[Child, list[str]]:
+        """`python -m boruta.sim.dryads` for this server, enrolling through its admin."""
+        return start_sim_dryads(self.dryad, count, caps, log, client_config=self.client_config,
+                                insecure=self.insecure, **kw)
 
     # ------------------------------------------------------------------ the end
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
@@ -354,6 +484,7 @@ class ServerProcess:
         for client in self._clients:
             client.close()
         self._clients.clear()
+        self._admin = None
         if self.child is not None:
             self.child.close(timeout)
 
@@ -365,12 +496,19 @@ class ServerProcess:
 
 
 def start_sim_dryads(server_dryad: str, count: int, caps: Mapping[str, str], log: Path, *,
-                     echo: bool = False, ssh: bool = False,
-                     timeout: float = 60.0) -> tuple[Child, list[str]]:
-    """`python -m boruta.sim.dryads` with `count` dryads, once all registered: (child, UUIDs)."""
+                     echo: bool = False, ssh: bool = False, timeout: float = 60.0,
+                     client_config: Path | str | None = None,
+                     insecure: bool = False) -> tuple[Child, list[str]]:
+    """`python -m boruta.sim.dryads` with `count` dryads, once all registered: (child, UUIDs).
+
+    The sim enrols its dryads through the admin's `client_config` (None: the
+    client config reader's default); `insecure`: plain text.
+    """
     cmd = [sys.executable, "-m", "boruta.sim.dryads", "--count", str(count),
            "--server", server_dryad]
-    cmd += ["--echo"] * echo + ["--ssh"] * ssh
+    cmd += ["--echo"] * echo + ["--ssh"] * ssh + ["--insecure"] * insecure
+    if client_config is not None and not insecure:
+        cmd += ["--client-config", str(client_config)]
     for key, value in caps.items():
         cmd += ["--caps", f"{key}={value}"]
     child = Child(cmd, log)
