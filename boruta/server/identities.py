@@ -18,6 +18,7 @@ INSECURE user, an admin.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -36,6 +37,7 @@ log = logging.getLogger("boruta.server")
 
 CLIENT_DOMAIN, DRYAD_DOMAIN, EVENTS_DOMAIN = "client", "dryad", "events"
 BOOTSTRAP_ADMIN = "admin"
+REFUSED_LINES = 20                   # refused handshakes logged a minute (the rest counted)
 
 #: Every peer of an insecure server: an admin without a key.
 INSECURE = User("insecure", (), (), Role.ADMIN, ALL_PRIORITIES, UNLIMITED_OPEN)
@@ -50,6 +52,8 @@ class Identities:
         self.users = UserBook()
         self.dryads = DryadEnrolment(max_workers_per_key=app.cfg.max_workers_per_dryad_key)
         self.refused = 0                      # handshakes refused (unknown keys)
+        self._window_start = time.monotonic()
+        self._logged = self._unlogged = 0
         self._auth: AsyncioAuthenticator | None = None
 
     # ------------------------------------------------------------------ start and stop
@@ -115,9 +119,24 @@ class Identities:
             allowed = self.users.by_key(text) is not None
         if not allowed:
             self.refused += 1
-            log.warning("handshake refused: unknown key", extra={"fields": {
-                "socket": domain, "key": text}})
+            self._log_refused(domain, text)
         return allowed
+
+    def _log_refused(self, domain: str, key: str) -> None:
+        """A line per refused handshake, up to REFUSED_LINES a minute: a peer that
+        reconnects with an unknown key in a loop must not fill the disk."""
+        now = time.monotonic()
+        if now - self._window_start >= 60.0:
+            if self._unlogged:
+                log.warning("handshakes refused without a line", extra={"fields": {
+                    "count": self._unlogged, "seconds": round(now - self._window_start)}})
+            self._window_start, self._logged, self._unlogged = now, 0, 0
+        if self._logged < REFUSED_LINES:
+            self._logged += 1
+            log.warning("handshake refused: unknown key", extra={"fields": {
+                "socket": domain, "key": key}})
+        else:
+            self._unlogged += 1
 
     # ------------------------------------------------------------------ calls
     def user_of(self, key: str | None) -> User | None:
