@@ -64,6 +64,10 @@ SERVER_SETTINGS = {
     "shutdown_grace": 0.5, "log_level": "warning", "max_workers_per_dryad_key": len(UUIDS),
 }
 PARKS = frozenset(name for name, op in CLIENT_OPS.items() if op.parks)
+USER_SHARE = 0.15                # client frames sent as a user who is not an admin (forbidden...)
+STRANGER_SHARE = 0.01            # frames sent by a peer without a known key (no answer: refused)
+STRANGER = "stranger"
+STRANGERS_KEPT = 8               # stranger connections left open at once (their handshakes run)
 
 
 @dataclass
@@ -86,7 +90,7 @@ class Report:
     def summary(self) -> str:
         codes = ", ".join(f"{code} {n}" for code, n in self.replies.most_common())
         lines = [f"{self.frames} frames ({self.by_port[CLIENT]} client, "
-                 f"{self.by_port[DRYAD]} dryad) in {self.seconds:.1f} s ({self.frames / max(self.seconds, 1e-9):.0f}/s); "
+                 f"{self.by_port[DRYAD]} dryad, {self.by_port[STRANGER]} from strangers) in {self.seconds:.1f} s ({self.frames / max(self.seconds, 1e-9):.0f}/s); "
                  f"{self.requests} requests made", f"replies: {codes}"]
         if self.rss:
             mib = [f"{rss / 2**20:.1f}" for _, rss in self.rss]
@@ -154,18 +158,26 @@ class Fuzzer:
         self.ctx = zmq.Context()
         self.dryad_pair = new_keypair()              # the fuzzer's dryads share one key
         self.client = self.dealer(CLIENT)
+        # A user who is not an admin: what they may not do is answered forbidden, not done.
+        self.user_credentials = (server.user("fuzzer").credentials
+                                 if server.credentials is not None else None)
+        self.user = self.dealer(CLIENT, self.user_credentials)
         self.dryads = [self.dealer(DRYAD) for _ in range(3)]
         self.park = self.dealer(CLIENT)
         self.parked: Counter[Any] = Counter()        # reply IDs the park socket still awaits
         self.waiting: dict[zmq.Socket, tuple[Any, str | None]] = {}   # (reply ID, op)
         self.answers: dict[zmq.Socket, dict[str, Any]] = {}
         self.sentinels = 0
+        self.strangers: list[zmq.Socket] = []
 
-    def dealer(self, port: str) -> zmq.Socket:
-        """A connection as the admin (client port) or as the fuzzer's dryads (dryad port)."""
+    def dealer(self, port: str, credentials: Credentials | None = None) -> zmq.Socket:
+        """A connection as the admin, or as `credentials` (client port), or as the fuzzer's
+        dryads (dryad port)."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        if port == CLIENT:
+        if credentials is not None:
+            credentials.apply(sock)
+        elif port == CLIENT:
             self.server.secure(sock)
         else:
             credentials = self.enrol_dryads()
@@ -189,21 +201,28 @@ class Fuzzer:
 
     def replace(self, sock: zmq.Socket) -> zmq.Socket:
         """A new connection instead of `sock` (ZeroMQ cut it, or a reply never came)."""
-        fresh = self.dealer(CLIENT if sock is self.client else DRYAD)
-        if sock is self.client:
-            self.client = fresh
+        if sock is self.user:
+            fresh = self.user = self.dealer(CLIENT, self.user_credentials)
+        elif sock is self.client:
+            fresh = self.client = self.dealer(CLIENT)
         else:
+            fresh = self.dealer(DRYAD)
             self.dryads[self.dryads.index(sock)] = fresh
         self.waiting.pop(sock, None)
         sock.close(0)
         return fresh
 
     def close(self) -> None:
+        for sock in self.strangers:
+            self.forget_stranger(sock)
         self.ctx.destroy(0)
 
     # ------------------------------------------------------------------ sending
     def send(self, port: str, data: bytes) -> None:
         self.report.frames += 1
+        if self.server.credentials is not None and self.rng.random() < STRANGER_SHARE:
+            self.stranger(port, data)
+            return
         self.report.by_port[port] += 1
         obj = unpack(data) if len(data) <= MAX_FRAME else None
         op = obj.get("op") if isinstance(obj, dict) and isinstance(obj.get("op"), str) else None
@@ -212,7 +231,10 @@ class Fuzzer:
             self.parked[reply_id] += 1
             self.park.send(data)
             return
-        sock = self.client if port == CLIENT else self.rng.choice(self.dryads)
+        if port == CLIENT:
+            sock = self.user if self.rng.random() < USER_SHARE else self.client
+        else:
+            sock = self.rng.choice(self.dryads)
         if len(data) > HARD_LIMIT:            # ZeroMQ drops it and cuts the connection
             sock.send(data)
             self.replace(sock)
@@ -222,6 +244,31 @@ class Fuzzer:
             self.expect_nothing(sock)
             return
         self.call(sock, data, reply_id, op, describe=True)
+
+    def stranger(self, port: str, data: bytes) -> None:
+        """The frame from a peer the server does not know: in plain text, or with a key no
+        user or dryad holds. CURVE refuses it at the handshake; it must change nothing,
+        and the farm goes on (the frames after it are answered as ever). The last few
+        strangers stay connected a while, so that their handshakes happen."""
+        self.report.by_port[STRANGER] += 1
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.rng.random() < 0.5:
+            assert self.server.credentials is not None
+            Credentials(self.server.credentials.server_key, new_keypair()).apply(sock)
+        sock.connect(self.server.endpoints["listen" if port == CLIENT else "dryad"])
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            pass                                 # refused already: dropped, as it should be
+        self.strangers.append(sock)
+        if len(self.strangers) > STRANGERS_KEPT:
+            self.forget_stranger(self.strangers.pop(0))
+
+    def forget_stranger(self, sock: zmq.Socket) -> None:
+        if sock.poll(0, zmq.POLLIN):
+            self.report.fail(f"a peer without a known key got an answer: {sock.recv()[:120]!r}")
+        sock.close(0)
 
     def call(self, sock: zmq.Socket, data: bytes, reply_id: Any, op: str | None,
              describe: bool = False) -> dict[str, Any] | None:
@@ -255,7 +302,7 @@ class Fuzzer:
 
     # ------------------------------------------------------------------ receiving
     def pump(self, timeout: float) -> None:
-        sockets = [self.client, self.park, *self.dryads]
+        sockets = [self.client, self.user, self.park, *self.dryads]
         poller = zmq.Poller()
         for sock in sockets:
             poller.register(sock, zmq.POLLIN)
