@@ -6,12 +6,15 @@ with a deadline) are boruta.testing.processes, shared with the tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from boruta.testing.processes import LOOPBACK, ServerProcess, wait_until
 
@@ -121,3 +124,27 @@ def parse_bench_args(prog: str, doc: str | None, only_help: str, workdir_help: s
         if value is not None:
             opts[name] = value
     return args, opts
+
+
+def parse_parts(prog: str, doc: str | None, parts: tuple[str, ...], default: dict[str, Any],
+                quick: dict[str, Any], argv: list[str] | None
+                ) -> tuple[argparse.Namespace, dict[str, Any], set[str]]:
+    """parse_bench_args with --only naming some of `parts`; an unknown part exits 2."""
+    args, opts = parse_bench_args(prog, doc, "comma-separated: " + ",".join(parts),
+                                  "keep the logs there (default: a temporary directory)",
+                                  default, quick, argv)
+    only = set(args.only.split(",")) if args.only else set(parts)
+    unknown = only - set(parts)
+    if unknown:
+        print(f"{prog}: --only: unknown part(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        raise SystemExit(2)
+    return args, opts, only
+
+
+@contextlib.contextmanager
+def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
+    """--workdir (kept), else a temporary directory (removed after)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
+        tmp = Path(args.workdir or tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        yield tmp

@@ -74,7 +74,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid as uuidlib
@@ -84,7 +83,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e_common import (KEY_THREADS, bring_idle, count_state, measure_keygen,
-                              parse_bench_args, render_table, start_server, write_json)
+                              parse_parts, render_table, start_server, work_directory,
+                              write_json)
 from bench.e2e_load import (BENCH_SETTINGS,
                             bench_open_loop, bench_throughput, median_round, ms,
                             pct, run_async, run_children, sleep_until, start_dryads)
@@ -526,24 +526,14 @@ def table(res: dict[str, Any], markdown: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, opts = parse_bench_args("python -m bench.e2e_server", __doc__,
-                                  "comma-separated: " + ",".join(PARTS),
-                                  "keep the logs there (default: a temporary directory)",
-                                  DEFAULT, QUICK, argv)
-    only = set(args.only.split(",")) if args.only else set(PARTS)
-    unknown = only - set(PARTS)
-    if unknown:
-        print(f"python -m bench.e2e_server: --only: unknown part(s) {', '.join(sorted(unknown))}",
-              file=sys.stderr)
-        return 2
+    args, opts, only = parse_parts("python -m bench.e2e_server", __doc__, PARTS, DEFAULT, QUICK,
+                                   argv)
     res: dict[str, Any] = {"machine": machine(), "options": opts}
     m = res["machine"]
     print(f"machine: nproc {m['nproc']} ({m['cpu']}), Python {m['python']}, pyzmq {m['pyzmq']} "
           f"(libzmq {m['libzmq']}), msgpack {m['msgpack']}, cryptography {m['cryptography']}, "
           f"uvloop {m['uvloop']}, load average {m['loadavg_before'][0]:.2f}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="boruta-bench-server-") as tmpdir:
-        tmp = Path(args.workdir or tmpdir)
-        tmp.mkdir(parents=True, exist_ok=True)
+    with work_directory(args, "boruta-bench-server-") as tmp:
         if "a" in only:
             res["a"] = bench_throughput(tmp, opts)
             print(f"(a) {res['a']['per_s']:.0f} calls/s", file=sys.stderr)

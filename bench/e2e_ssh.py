@@ -217,10 +217,12 @@ def start_hosts(tmp: Path, configs: list[Path], procs: int) -> list[Child]:
     return hosts
 
 
-def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any]) -> dict[str, Any]:
+def bench_cycles(tmp: Path, key_type: str, opts: dict[str, Any],
+                 settings: dict[str, Any] | None = None, name: str = "cycles") -> dict[str, Any]:
+    """Job cycles over real SSH; `settings` go to the server (e.g. insecure)."""
     from boruta.dryad.config import load_config
-    server = start_server(tmp / f"cycles-{key_type}-server.log", key_type=key_type,
-                          key_pool_size=8 if key_type == "ed25519" else 4)
+    server = start_server(tmp / f"{name}-{key_type}-server.log", key_type=key_type,
+                          key_pool_size=8 if key_type == "ed25519" else 4, **(settings or {}))
     hosts: list[Child] = []
     drivers: list[Child] = []
     try:
