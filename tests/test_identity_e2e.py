@@ -293,3 +293,13 @@ def test_users_and_enrolments_survive_a_restart(server_factory, tmp_path: Path) 
     assert state.stat().st_mode & 0o777 == 0o700
     for name in ("server.key", "admin.key", "client.toml"):
         assert (state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_an_insecure_servers_peers_are_limited_each_alone(server_factory) -> None:
+    """Without keys every peer is the same INSECURE user: its limits stay per connection."""
+    server = server_factory(insecure=True, peer_rate=5, peer_burst=5)
+    noisy, quiet = server.client(retries=1), server.client(retries=1)
+    with pytest.raises(RateLimitedError, match="from this peer"):
+        for _ in range(20):
+            noisy.ping()
+    assert quiet.ping()["secure"] is False

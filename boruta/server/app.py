@@ -115,11 +115,11 @@ class Server:
         self.replies = PeerBuffers(config.max_peer_buffer_bytes, self.stats, CLIENT_PEER_HWM)
         self.identities = Identities(self)
         self.keyring: Keyring | None = None
-        # A secure endpoint reads each frame's connection key (zero-copy frames carry it).
+        # A secure endpoint reads each message's connection key from its identity frame.
         self.client_endpoint = Endpoint(
             self, "client", CLIENT_OPS, ClientOperations(self), AdminOperations(self),
             other_table=DRYAD_OPS, other_name="dryad", acknowledges=True, buffers=self.replies,
-            zero_copy=not config.insecure, users=self.identities, authorise=authorise)
+            identity_frame=not config.insecure, users=self.identities, authorise=authorise)
         self.dryad_endpoint = Endpoint(
             self, "dryad", DRYAD_OPS, self.dryads, other_table=CLIENT_OPS,
             other_name="client", acknowledges=False, on_reply=self.dryads.on_command_reply,
@@ -163,7 +163,8 @@ class Server:
         try:
             self.client_sock = self._bind(zmq.ROUTER, cfg.listen, "listen",
                                           self.client_endpoint.on_frames, CLIENT_DOMAIN,
-                                          copy=cfg.insecure, on_refused=self.replies.refused)
+                                          identity_frame=not cfg.insecure,
+                                          on_refused=self.replies.refused)
             self.dryad_sock = self._bind(zmq.ROUTER, cfg.dryad_listen, "dryad",
                                          self.dryad_endpoint.on_frames, DRYAD_DOMAIN, copy=False)
             self.events_sock = self._bind(zmq.XPUB, cfg.events, "events",
@@ -202,7 +203,7 @@ class Server:
         return dict(self.endpoints)
 
     def _bind(self, kind: int, endpoint: str, name: str, handler: Callable[[list[Any]], None],
-              domain: str, copy: bool = True,
+              domain: str, copy: bool = True, identity_frame: bool = False,
               on_refused: Callable[[list[Any], zmq.ZMQError], None] | None = None) -> LoopSocket:
         assert self.ctx is not None
         sock = self.ctx.socket(kind)
@@ -234,7 +235,8 @@ class Server:
             sock.close(0)
             raise ConfigError(f"cannot bind the {name} endpoint {endpoint}: {exc}") from None
         self.endpoints[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return LoopSocket(sock, handler, copy=copy, turn_max=TURN_MAX,
+        return LoopSocket(sock, handler, copy=copy, identity_frame=identity_frame,
+                          turn_max=TURN_MAX,
                           end_turn=self.outbox.end_turn, on_refused=on_refused)
 
     def ready_line(self) -> str:

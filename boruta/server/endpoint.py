@@ -99,7 +99,8 @@ class Endpoint:
                  acknowledges: bool, on_reply: Callable[[bytes, codec.Envelope], None] | None
                  = None, gate: Callable[[str, dict[str, Any], list[Any]], bool] | None = None,
                  on_message: Callable[[bytes], None] | None = None,
-                 zero_copy: bool = False, buffers: PeerBuffers | None = None,
+                 zero_copy: bool = False, identity_frame: bool = False,
+                 buffers: PeerBuffers | None = None,
                  users: "Identities | None" = None, authorise: Authorise | None = None) -> None:
         self.app = app
         self.name = name
@@ -115,7 +116,8 @@ class Endpoint:
         self.audit = AuditLog(name, table)     # state-changing calls, one line each
         # A secure endpoint knows each call's key from its frame (the CURVE handshake's
         # ZAP user id), and with a user book, its user: unknown keys are refused.
-        self.secure = zero_copy and not app.cfg.insecure
+        self.secure = (zero_copy or identity_frame) and not app.cfg.insecure
+        self.identity_frame = zero_copy or identity_frame   # frames[0] is a zmq.Frame
         self.users = users
         self.authorise = authorise             # Access of each operation (authorisation)
         self.buffers = buffers                 # bytes of replies per peer (client endpoint)
@@ -160,7 +162,8 @@ class Endpoint:
         """The socket's reader: one multipart message from a peer."""
         self.messages += 1
         zero_copy = self.zero_copy
-        identity = frames[0].bytes if zero_copy else frames[0]
+        first = frames[0]
+        identity = first.bytes if self.identity_frame else first
         if len(frames) == 2:
             route: Route = (identity, ())
             frame = frames[1]
@@ -171,12 +174,14 @@ class Endpoint:
                 f"expected one frame per message, got {len(frames) - 1}"))
             return
         payload = frame.bytes if zero_copy else frame
-        key = frame.get("User-Id") if self.secure else None
+        key = first.get("User-Id") if self.secure else None
         user = self.users.user_of(key) if self.users is not None else None
-        if not self._allow(user.name if user is not None else key or identity):
+        # Calls count against their user; an insecure server's peers (no key) each alone.
+        by_user = key is not None and user is not None
+        if not self._allow(user.name if by_user else key or identity):    # type: ignore[union-attr]
             self._refuse(route, _peek_id(payload), RateLimitedError(
                 f"more than {self.app.cfg.peer_rate:g} messages/s from "
-                f"{'user ' + user.name if user is not None else 'this peer'}: slow down"))
+                f"{'user ' + user.name if by_user else 'this peer'}: slow down"))  # type: ignore[union-attr]
             return
         if self.on_message is not None:
             self.on_message(identity)

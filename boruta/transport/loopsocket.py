@@ -50,6 +50,7 @@ class LoopSocket:
     """
 
     def __init__(self, sock: zmq.Socket, handler: Handler, *, copy: bool = True,
+                 identity_frame: bool = False,
                  turn_max: int = 256, end_turn: Callable[[], None] = _nothing,
                  on_refused: Callable[[list[Any], zmq.ZMQError], None] | None = None
                  ) -> None:
@@ -57,7 +58,10 @@ class LoopSocket:
         self.handler = handler
         self.end_turn = end_turn
         self.on_refused = on_refused
-        self.copy = copy
+        self.copy = copy                # False: every frame a zmq.Frame (its metadata)
+        # True: the first frame (a ROUTER's peer identity) as a zmq.Frame, the rest as
+        # copy says: the connection's metadata (its CURVE key) for a frame object's cost.
+        self.first_copy = copy and not identity_frame
         self.turn_max = turn_max
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd = sock.getsockopt(zmq.FD)
@@ -138,13 +142,13 @@ class LoopSocket:
 
     def _read_and_handle(self) -> bool:
         """The turn itself; True when the socket was drained."""
-        sock, handler, copy = self.sock, self.handler, self.copy
+        sock, handler, copy, first_copy = self.sock, self.handler, self.copy, self.first_copy
         recv, more = sock.recv, sock.getsockopt
         handled = 0
         drained = False
         while handled < self.turn_max and self._reading:
             try:
-                frames = [recv(zmq.NOBLOCK, copy=copy)]
+                frames = [recv(zmq.NOBLOCK, copy=first_copy)]
             except zmq.Again:
                 drained = True          # the descriptor signals the next arrival
                 break
