@@ -33,7 +33,8 @@ from typing import Any, Mapping
 
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import ConfigError
-from boruta.transport.addresses import (LISTEN_CLIENTS, LISTEN_DRYADS, LISTEN_EVENTS,
+from boruta.core.addresses import split_host_port
+from boruta.transport.addresses import (HTTP_PORT, LISTEN_CLIENTS, LISTEN_DRYADS, LISTEN_EVENTS,
                                         AddressError, parse_endpoint)
 
 KEY_TYPES = {"rsa": "rsa", "ssh-rsa": "rsa", "ed25519": "ed25519", "ssh-ed25519": "ed25519"}
@@ -88,6 +89,12 @@ class ServerConfig:
     client_config: str | None = None           # the local client config written at start;
                                                # None: ~/.config/boruta/client.toml, "": none
     max_workers_per_dryad_key: int = 1         # workers one dryad key may be enrolled for
+    http_listen: str = f"127.0.0.1:{HTTP_PORT}"   # upstream's HTTP API v1, /metrics, the
+                                               # dashboard (host:port; port 0: any; "": off)
+    http_anonymous: str = ""                   # HTTP calls without credentials act as this
+                                               # user (a trusted network only); "": refused
+    http_max_body: int = 1 << 20               # bytes of an HTTP request body
+    http_cors_origins: str = "*"               # origins allowed by CORS (comma-separated)
     state_sync: str = "full"                   # fsync policy: full | normal | off
     restart_grace: float = 60.0                # restored workers wait this long for dryads
     purge_interval: float = 3600.0             # seconds between purges of old history
@@ -142,6 +149,14 @@ class ServerConfig:
             raise ConfigError("purge_interval must be positive")
         if self.state_dir is not None and not self.state_dir.strip():
             raise ConfigError("state_dir must not be blank (leave it unset, or use :memory:)")
+        if self.http_listen:
+            try:
+                split_host_port(self.http_listen, allow_zero_port=True, allow_wildcard=True)
+            except AddressError as exc:
+                raise ConfigError(f"http_listen: {exc} (host:port, or empty for no HTTP)"
+                                  ) from None
+        if self.http_max_body < 1024:
+            raise ConfigError("http_max_body must be at least 1024")
         if self.max_workers_per_dryad_key < 1:
             raise ConfigError("max_workers_per_dryad_key must be at least 1")
         if self.matcher not in (None, "compiled", "reference"):

@@ -9,14 +9,17 @@ interval so that subscribers notice a dead server.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from boruta.core.types import iso
 from boruta.transport import codec
 
 if TYPE_CHECKING:
     from boruta.server.app import Server
+
+log = logging.getLogger("boruta.server")
 
 
 def iso_now() -> str:
@@ -31,21 +34,44 @@ class EventPublisher:
         # Topics someone subscribes to (XPUB reports each new subscription and the
         # last unsubscription of a topic): with none, events are not even packed.
         self._subscriptions: set[bytes] = set()
+        # In-process listeners (the dashboard's live feed, metrics): each gets every
+        # event document once the turn that made it is committed.
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._pending: list[dict[str, Any]] = []
+
+    def listen(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `listener(event)` for every event from now on (after its commit); returns
+        the function that stops it. A listener must be quick and must not raise."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _number(self) -> bool:
         """Number the next event; True when someone will receive it (then build it)."""
         self.seq += 1
         app = self.app
         app.stats.events += 1
-        return bool(self._subscriptions) and app.events_sock is not None and not app.stopping
+        return (bool(self._listeners) or bool(self._subscriptions)
+                and app.events_sock is not None) and not app.stopping
 
     def _send(self, topic: bytes, doc: dict[str, Any]) -> None:
         doc["seq"] = self.seq
-        self.app.outbox.send(self.app.events_sock, [topic, codec.pack(doc)])
+        if self._listeners:
+            self._pending.append(doc)
+            self.app.outbox.schedule_flush()
+        if self._subscriptions and self.app.events_sock is not None:
+            self.app.outbox.send(self.app.events_sock, [topic, codec.pack(doc)])
 
     def flushed(self) -> None:
-        """The outbox let the numbered events go."""
+        """The outbox let the numbered events go (the turn is committed): listeners too."""
         self.sent_seq = self.seq
+        if self._pending:
+            pending, self._pending = self._pending, []
+            for doc in pending:
+                for listener in self._listeners:
+                    try:
+                        listener(doc)
+                    except Exception:
+                        log.exception("an event listener failed")
 
     def request(self, req_id: int, state: Any, reason: str | None,
                 worker_uuid: str | None) -> None:
