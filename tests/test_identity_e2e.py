@@ -303,3 +303,23 @@ def test_an_insecure_servers_peers_are_limited_each_alone(server_factory) -> Non
         for _ in range(20):
             noisy.ping()
     assert quiet.ping()["secure"] is False
+
+
+def test_a_frame_just_under_the_hard_limit_is_answered_under_curve_too(server_factory) -> None:
+    """ZeroMQ drops a message over 16 x max_frame_bytes + 4 KiB with its connection, and
+    checks that limit on the wire: CURVE's framing must not make a message under it drop."""
+    server = server_factory(max_frame_bytes=4096)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    server.secure(sock)
+    sock.connect(server.listen)
+    try:
+        frame = codec.pack({"v": 1, "id": 7, "op": "ping", "args": {}, "pad": ""})
+        frame = codec.pack({"v": 1, "id": 7, "op": "ping", "args": {},
+                            "pad": "x" * (16 * 4096 + 4096 - len(frame) - 8)})
+        assert 16 * 4096 + 4096 - 16 <= len(frame) <= 16 * 4096 + 4096
+        sock.send(frame)
+        assert sock.poll(5000), "no answer: the message was dropped"
+        assert codec.decode(sock.recv()).error["code"] == "frame_too_large"
+    finally:
+        sock.close(0)

@@ -73,6 +73,10 @@ TURN_MAX = 256               # messages of one socket handled in one turn (then 
 SOCKET_HWM = 10000           # messages queued per peer before ZeroMQ drops (send) or stalls
 CLIENT_PEER_HWM = 1000       # replies queued per client peer (small ones: large are in bytes)
 TIMER_MAX_DELAY = 3600.0     # the core's timer is re-armed at least hourly
+# libzmq checks MAXMSGSIZE against a frame as it crosses the wire: under CURVE that is
+# the message plus its MESSAGE command (name, nonce, MAC: 33 bytes), so the limit
+# leaves room for it and a message is judged by its own size, encrypted or not.
+CURVE_FRAME_OVERHEAD = 256
 
 
 @dataclass
@@ -219,7 +223,8 @@ class Server:
         else:
             # Frames far beyond the limit are dropped by ZeroMQ with the connection;
             # those up to 16x get a frame_too_large reply.
-            sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes * 16 + 4096)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes * 16 + 4096
+                            + CURVE_FRAME_OVERHEAD)
             sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
         # A client that does not read must not grow our memory: its full queue
         # refuses a send (counted) rather than growing; large replies are bounded
