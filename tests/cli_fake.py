@@ -91,6 +91,14 @@ def _user_set(name: str, keys: list | None = None, **changes: Any) -> dict:
     return doc
 
 
+def _user_token(name: str, token_hash: str, revoke: bool = False) -> dict:
+    """The user document the server answers: the hash added, or (revoke) gone."""
+    doc = user_doc(name)
+    if not revoke:
+        doc["tokens"] = [token_hash]
+    return doc
+
+
 class FakeClient:
     """Records calls; answers from `answers` (a value, an exception, or a callable)."""
 
@@ -112,6 +120,7 @@ class FakeClient:
             "ping": dict(PING),
             "user_add": user_doc,
             "user_set": _user_set,
+            "user_token": _user_token,
             "user_list": [user_doc("alice", groups=["lab"]),
                           user_doc("ci", [PUB1, PUB2], role="admin", priorities=[8, 16])],
             "dryad_enroll": lambda uuid, key: {"uuid": uuid, "key": key},

@@ -72,7 +72,8 @@ def test_audited_operations_are_the_state_changing_and_admin_ones() -> None:
     assert audited(CLIENT_OPS) == {"new_request", "update_request", "close_request",
                                    "prolong_access", "set_state", "set_groups", "deregister",
                                    "healthcheck", "user_add", "user_set", "user_remove",
-                                   "user_list", "dryad_enroll", "dryad_revoke", "dryad_list"}
+                                   "user_list", "user_token", "dryad_enroll", "dryad_revoke",
+                                   "dryad_list"}
     assert audited(DRYAD_OPS) == {"register", "set_fail"}
 
 

@@ -222,7 +222,8 @@ SAMPLE_ARGS = {
     "request wait": ["7"], "worker show": [W1], "worker set-state": [W1, "idle"],
     "worker set-groups": [W1, "lab"], "worker deregister": [W1], "worker healthcheck": [W1],
     "admin user add": ["bob"], "admin user set": ["alice", "--max-open", "3"],
-    "admin user remove": ["alice"], "admin dryad enroll": [W1], "admin dryad revoke": [W1],
+    "admin user remove": ["alice"], "admin user token": ["alice"],
+    "admin dryad enroll": [W1], "admin dryad revoke": [W1],
 }
 
 

@@ -12,8 +12,9 @@ import pytest
 pytest_plugins = ["cli_fake"]          # the fixtures `fake` and `run`
 pytest.register_assert_rewrite("cli_fake")
 
-from boruta.cli.identity import safe_file_name  # noqa: E402
+from boruta.cli.identity import http_host, safe_file_name  # noqa: E402
 from boruta.core.errors import AlreadyExistsError, NotFoundError  # noqa: E402
+from boruta.core.users import token_hash  # noqa: E402
 from boruta.transport.credentials import (load_client_config, new_keypair,  # noqa: E402
                                           read_key_file, write_client_config, write_key_file)
 from boruta.transport.errors import KeyRefusedError, ServerUnreachableError  # noqa: E402
@@ -278,6 +279,75 @@ def test_dryad_revoke_and_list(run, fake) -> None:
     assert run("admin", "dryad", "list", "--json").json() == [{"uuid": W1, "key": PUB2}]
     fake.answers["dryad_list"] = []
     assert run("admin", "dryad", "list").out == "No dryads enrolled.\n"
+
+
+# --------------------------------------------------------------------------- user token
+def test_user_token_sends_only_the_hash_and_prints_the_token_once(run, fake,
+                                                                  admin_config: str) -> None:
+    r = run("admin", "user", "token", "alice")
+    assert r.code == 0, r
+    args = sent(fake, "user_token")
+    assert set(args) == {"name", "token_hash"} and args["name"] == "alice"
+    lines = r.out.splitlines()
+    token = lines[1].strip()
+    assert len(token) == 43 and set(token) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")   # 32 bytes
+    assert args["token_hash"] == token_hash(token) and token not in str(fake.calls)
+    assert f'client.NewBorutaClient("http://alice:{token}@farm.example.com:8487")' in r.out
+    assert (f'curl -H "Authorization: Bearer {token}" '
+            "http://farm.example.com:8487/api/v1/workers/") in r.out
+    assert "without encryption" not in r.out
+    again = run("admin", "user", "token", "alice", "--json").json()
+    assert set(again) == {"user", "token", "url"} and again["token"] != token
+    assert again["url"] == f"http://alice:{again['token']}@farm.example.com:8487"
+    assert again["user"]["tokens"] == [token_hash(again["token"])]
+
+
+def test_user_token_on_a_plain_text_server_says_the_token_is_not_checked(run, fake) -> None:
+    r = run("admin", "user", "token", "bob", "--json")       # no client config: plain text
+    assert r.json()["url"].endswith("@127.0.0.1:8487")
+    r = run("admin", "user", "token", "bob")
+    assert "without encryption" in r.out and "the token is not checked yet" in r.out
+
+
+def test_user_token_revoke_takes_the_token_or_its_hash(run, fake) -> None:
+    token = "q5wJ3xv0m1YV0b4k2m5dVq3R1p6N1w7uVQmJbX8fLhA"
+    r = run("admin", "user", "token", "alice", "--revoke", token)
+    assert r.code == 0, r
+    assert sent(fake, "user_token") == {"name": "alice", "token_hash": token_hash(token),
+                                        "revoke": True}
+    assert r.out == f"Token {token_hash(token)[:8]}... of alice revoked.\n"
+    fake.calls.clear()
+    r = run("admin", "user", "token", "alice", "--revoke", token_hash(token), "--json")
+    assert sent(fake, "user_token")["token_hash"] == token_hash(token)
+    assert r.json() == {"user": user_doc("alice"), "revoked": token_hash(token)}
+
+
+def test_user_token_refused_or_unanswered_shows_no_token(run, fake) -> None:
+    fake.answers["user_token"] = NotFoundError("User 'carol'")
+    r = run("admin", "user", "token", "carol")
+    assert (r.code, r.out, r.err) == (1, "", "boruta: User 'carol' not found.\n")
+    fake.answers["user_token"] = ServerUnreachableError("the server did not answer in 5s")
+    r = run("admin", "user", "token", "carol")
+    hashed = fake.calls[-1][2]["token_hash"]
+    assert (r.code, r.out) == (3, "")
+    assert r.err == ("boruta: the server did not answer in 5s; the server may have taken the "
+                     "token, which is not shown: revoke it with `boruta admin user token carol "
+                     f"--revoke {hashed}` and make another.\n")
+    assert run("admin", "user", "token", "Carol").code == 2
+    assert len(fake.calls) == 2                                 # the bad name sent nothing
+
+
+@pytest.mark.parametrize("server, host", [
+    ("tcp://farm.example.com:7175", "farm.example.com:8487"),
+    ("tcp://10.0.0.7:9000", "10.0.0.7:8487"),
+    ("tcp://[fd00::7]:7175", "[fd00::7]:8487"),
+    ("tcp://*:7175", "127.0.0.1:8487"),
+    ("tcp://0.0.0.0:7175", "127.0.0.1:8487"),
+    ("ipc:///run/boruta/client.sock", "127.0.0.1:8487"),
+])
+def test_the_http_host_is_the_client_endpoints_host_at_the_http_port(server, host) -> None:
+    assert http_host(server) == host
 
 
 # --------------------------------------------------------------------------- request list --mine

@@ -10,8 +10,8 @@ from zmq.utils import z85
 from boruta.core.enrolment import DryadEnrolment
 from boruta.core.errors import (AlreadyExistsError, BadArgumentError, NotEnrolledError,
                                 NotFoundError, PriorityNotAllowedError, TooManyOpenRequestsError)
-from boruta.core.users import (DEFAULT_MAX_OPEN, Role, User, UserBook, check_public_key,
-                               is_public_key)
+from boruta.core.users import (DEFAULT_MAX_OPEN, MAX_TOKENS_PER_USER, Role, User, UserBook,
+                               check_public_key, is_public_key, token_hash)
 
 
 def key() -> str:
@@ -86,6 +86,73 @@ def test_the_book_finds_users_by_any_key_and_keeps_keys_unique() -> None:
     assert book.by_key(k3) is None and [u.name for u in book.users()] == ["alice"]
     with pytest.raises(NotFoundError, match="User 'bob' not found"):
         book.remove("bob")
+
+
+def hashes(n: int) -> list[str]:
+    return [token_hash(f"token-{i}") for i in range(n)]
+
+
+def test_token_hash_is_sha256_hex_of_the_tokens_text() -> None:
+    assert token_hash("abc") == ("ba7816bf8f01cfea414140de5dae2223"
+                                 "b00361a396177a9cb410ff61f20015ad")
+
+
+def test_a_users_tokens_are_checked_hashes_and_absent_from_a_document_without_them() -> None:
+    k, (h1, h2) = key(), hashes(2)
+    user = User.from_doc({"name": "alice", "keys": [k], "tokens": [h1, h2, h1]})
+    assert user.tokens == (h1, h2)                                    # duplicates dropped
+    assert User.from_doc(user.to_doc()) == user and user.to_doc()["tokens"] == [h1, h2]
+    old = {"name": "bob", "keys": [k], "groups": [], "role": "user", "priorities": [1, 16],
+           "max_open": 1000}                            # a row written before tokens existed
+    assert User.from_doc(old).tokens == () and User.from_doc(old).to_doc() == old
+    assert User.from_doc({**old, "tokens": []}).to_doc() == old
+    bad = [("x" * 64, "not a token's SHA-256"), (h1.upper(), "not a token's SHA-256"),
+           (h1[:63], "not a token's SHA-256"), (7, "not a token's SHA-256")]
+    for token, words in bad:
+        with pytest.raises(BadArgumentError, match=f"tokens: .*{words}"):
+            User.from_doc({**old, "tokens": [token]})
+    with pytest.raises(BadArgumentError, match="tokens must be a list"):
+        User.from_doc({**old, "tokens": h1})
+    User.from_doc({**old, "tokens": hashes(MAX_TOKENS_PER_USER)})
+    with pytest.raises(BadArgumentError, match=f"at most {MAX_TOKENS_PER_USER} tokens, not 17"):
+        User.from_doc({**old, "tokens": hashes(MAX_TOKENS_PER_USER + 1)})
+
+
+def test_the_book_finds_users_by_token_in_step_with_every_change() -> None:
+    k1, k2 = key(), key()
+    h1, h2, h3 = hashes(3)
+    book = UserBook([User("alice", (k1,), tokens=(h1,))])
+    assert book.by_token(h1).name == "alice" and book.by_token(h2) is None
+    with pytest.raises(AlreadyExistsError, match="token .* already belongs to user 'alice'"):
+        book.add(User("bob", (k2,), tokens=(h1,)))                   # tokens name one user
+    assert book.by_token(h1).name == "alice"                         # the refusal changed nothing
+    book.add(User("bob", (k2,)))
+    bob = book.with_token("bob", h2)
+    assert bob.tokens == (h2,) and book.by_token(h2) is bob is book.get("bob")
+    assert book.with_token("bob", h3).tokens == (h2, h3)
+    with pytest.raises(AlreadyExistsError, match="already belongs to user 'alice'"):
+        book.with_token("bob", h1)
+    with pytest.raises(AlreadyExistsError, match="user 'bob' already holds token"):
+        book.with_token("bob", h2)
+    changed = book.update("bob", {"groups": ["lab"]})                 # other changes keep them
+    assert changed.tokens == (h2, h3) and book.by_token(h3) is changed
+    assert book.with_token("bob", h2, revoke=True).tokens == (h3,)
+    assert book.by_token(h2) is None
+    with pytest.raises(NotFoundError, match="Token .* of user 'bob' not found"):
+        book.with_token("bob", h2, revoke=True)
+    with pytest.raises(NotFoundError, match="Token .* of user 'alice' not found"):
+        book.with_token("alice", h3, revoke=True)                    # bob's, not alice's
+    with pytest.raises(BadArgumentError, match="token_hash: .* not a token's SHA-256"):
+        book.with_token("bob", "secret")                             # a token, not its hash
+    with pytest.raises(NotFoundError, match="User 'carol' not found"):
+        book.with_token("carol", h2)
+    for token in hashes(MAX_TOKENS_PER_USER + 3)[3:MAX_TOKENS_PER_USER + 2]:
+        book.with_token("bob", token)
+    with pytest.raises(BadArgumentError, match="at most 16 tokens"):
+        book.with_token("bob", token_hash("one too many"))
+    assert book.by_token(token_hash("one too many")) is None
+    book.remove("bob")
+    assert book.by_token(h3) is None and book.by_token(h1).name == "alice"
 
 
 def test_enrolment_lets_a_key_register_only_its_workers() -> None:

@@ -90,6 +90,7 @@ OPERATION_COMMANDS: dict[str, str] = {
     "user_set": "admin user set",
     "user_remove": "admin user remove",
     "user_list": "admin user list",
+    "user_token": "admin user token",
     "dryad_enroll": "admin dryad enroll",
     "dryad_revoke": "admin dryad revoke",
     "dryad_list": "admin dryad list",

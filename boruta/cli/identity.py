@@ -4,12 +4,14 @@ Secrets never cross the wire: the command makes a new keypair, writes its
 key file (0600) here, and sends the server only the public key. The files
 are written *before* the server is asked, and removed if it refuses, so
 that no user or dryad exists on the server without the key file that
-makes it usable.
+makes it usable. An HTTP token likewise: the command makes it, sends its
+SHA-256 and prints the token once.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,8 +25,9 @@ from boruta.cli.session import client_config, client_session
 from boruta.core.errors import BorutaError, ConfigError
 from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.core.types import HI_PRIO, LO_PRIO
-from boruta.core.users import UNLIMITED_OPEN
-from boruta.transport.addresses import CLIENT_ENDPOINT
+from boruta.core.users import UNLIMITED_OPEN, is_token_hash, token_hash
+from boruta.transport.addresses import (CLIENT_ENDPOINT, HTTP_PORT, WILDCARD_HOSTS, AddressError,
+                                        join_host_port, split_host_port)
 from boruta.transport.credentials import (check_public_key, new_keypair, write_client_config,
                                           write_key_file)
 
@@ -154,6 +157,7 @@ def user() -> None:
       boruta admin user add alice --group lab --priorities 4-16
       boruta admin user set alice --max-open 20
       boruta admin user list
+      boruta admin user token alice
       boruta admin user remove alice
     """
 
@@ -351,6 +355,82 @@ def _print_users(docs: Sequence[dict[str, Any]]) -> None:
                    [(d.get("name"), d.get("role"), out.fmt_groups(d.get("groups") or []),
                      "-".join(str(p) for p in d.get("priorities") or []), d.get("max_open"),
                      len(d.get("keys") or [])) for d in docs])
+
+
+@user.command("token")
+@click.argument("name", type=USER_NAME)
+@click.option("--revoke", metavar="TOKEN",
+              help="Revoke this token (or its SHA-256, as `user list --json` shows it) "
+                   "instead of making one.")
+@global_options()
+def user_token(name: str, revoke: str | None) -> None:
+    """Make an HTTP token for a user and print it once; or --revoke one.
+
+    The server keeps only the token's SHA-256: a lost token cannot be shown
+    again (make another, and revoke the old one by its hash). A user may
+    hold up to 16 tokens.
+
+    \b
+    Examples:
+      boruta admin user token alice
+      boruta admin user token alice --json | jq -r .url
+      boruta admin user token alice --revoke 'TOKEN'
+    """
+    if revoke is not None:
+        hashed = revoke if is_token_hash(revoke) else token_hash(revoke)
+        with client_session() as client:
+            doc = client.user_token(name=name, token_hash=hashed, revoke=True)
+        show({"user": doc, "revoked": hashed},
+             lambda _: click.echo(f"Token {hashed[:8]}... of {name} revoked."))
+        return
+    config = client_config()
+    host = http_host(config.server or CLIENT_ENDPOINT)
+    token = secrets.token_urlsafe(32)
+    hashed = token_hash(token)
+    try:
+        with client_session() as client:
+            doc = client.user_token(name=name, token_hash=hashed)
+    except BorutaError as exc:
+        if not is_unreachable(exc):
+            raise
+        raise CliError(f"{exc.message}; the server may have taken the token, which is not "
+                       f"shown: revoke it with `boruta admin user token {name} --revoke "
+                       f"{hashed}` and make another", code=exc.code,
+                       exit_code=EXIT_UNREACHABLE) from None
+    url = f"http://{name}:{token}@{host}"
+    show({"user": doc, "token": token, "url": url},
+         lambda _: _print_token(name, token, url, f"http://{host}",
+                                config.credentials is None))
+
+
+def http_host(server: str) -> str:
+    """HOST:PORT of the server's HTTP face, guessed from its client endpoint: the same
+    host (127.0.0.1 for a wildcard or a local socket) at the default HTTP port."""
+    scheme, _, rest = server.partition("://")
+    host = "127.0.0.1"
+    if scheme == "tcp":
+        try:
+            found = split_host_port(rest, allow_wildcard=True)[0]
+        except AddressError:
+            found = ""
+        if found and found not in WILDCARD_HOSTS:
+            host = found
+    return join_host_port(host, HTTP_PORT)
+
+
+def _print_token(name: str, token: str, url: str, base: str, plain: bool) -> None:
+    click.echo(f"Token for {name} (shown only now; the server keeps its SHA-256):")
+    click.echo(f"  {token}")
+    click.echo("Give it to them privately. Upstream's Go client takes it in its base URL:")
+    click.echo(f'  client.NewBorutaClient("{url}")')
+    click.echo("Other HTTP clients send it as a header:")
+    click.echo(f'  curl -H "Authorization: Bearer {token}" {base}/api/v1/workers/')
+    click.echo(f"(The HTTP port is the default, {HTTP_PORT}: change it if the server's "
+               "http_listen says otherwise.)")
+    if plain:
+        click.echo("(Your client config names no server key: the server runs without "
+                   "encryption, and treats every HTTP request as an admin's; the token is "
+                   "not checked yet.)")
 
 
 # --------------------------------------------------------------------------- dryads

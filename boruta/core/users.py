@@ -2,7 +2,10 @@
 
 A user is known by the CurveZMQ public keys their clients connect with (the
 server reads the key of each call from the connection, so a call cannot
-claim to be someone else). A user's record carries what the server enforces
+claim to be someone else), and over HTTP by tokens: the book keeps only each
+token's SHA-256 (a token is 32 random bytes, so a hash without salt cannot
+be turned back into it), and a request's token costs one dictionary look-up
+by its hash. A user's record carries what the server enforces
 for them: their role (an admin manages the farm), the groups their requests
 carry (which restrict the workers they may get), the range of priorities
 they may ask for, and how many open requests they may hold at once.
@@ -12,6 +15,7 @@ Pure data and rules, no I/O: the server keeps the book in its store.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -24,6 +28,9 @@ HIGHEST_PRIORITY, LOWEST_PRIORITY = 1, 16
 ALL_PRIORITIES = (HIGHEST_PRIORITY, LOWEST_PRIORITY)
 DEFAULT_MAX_OPEN = 1000            # open (waiting or running) requests a new user may hold
 MAX_KEYS_PER_USER = 16
+MAX_TOKENS_PER_USER = 16
+TOKEN_HASH_LENGTH = 64             # SHA-256 in lower-case hex
+_HEX = frozenset("0123456789abcdef")
 UNLIMITED_OPEN = 1 << 31           # the bootstrap admin's cap: none to speak of
 Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                 ".-:+=^!/*?&<>()[]{}@%$#")
@@ -98,6 +105,38 @@ def check_keys(keys: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_public_key(k, "keys") for k in keys))
 
 
+def token_hash(token: str) -> str:
+    """What the book keeps of an HTTP token: its SHA-256, lower-case hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def is_token_hash(text: object) -> bool:
+    return (isinstance(text, str) and len(text) == TOKEN_HASH_LENGTH
+            and _HEX.issuperset(text))
+
+
+def check_token_hash(text: Any, what: str = "token_hash") -> str:
+    """`text` if it is a token's hash (64 lower-case hex characters), else BadArgumentError."""
+    if not is_token_hash(text):
+        shown = repr(text)[:20] if isinstance(text, str) else type(text).__name__
+        raise BadArgumentError(f"{what}: {shown} is not a token's SHA-256 (64 lower-case "
+                               "hex characters)")
+    return text
+
+
+def check_tokens(tokens: Any) -> tuple[str, ...]:
+    """A user's token hashes (none to MAX_TOKENS_PER_USER)."""
+    if tokens is None:
+        return ()
+    if isinstance(tokens, (str, bytes)) or not isinstance(tokens, (list, tuple)):
+        raise BadArgumentError("tokens must be a list of token hashes")
+    hashes = tuple(dict.fromkeys(check_token_hash(t, "tokens") for t in tokens))
+    if len(hashes) > MAX_TOKENS_PER_USER:
+        raise BadArgumentError(f"a user holds at most {MAX_TOKENS_PER_USER} tokens, "
+                               f"not {len(hashes)} (revoke some first)")
+    return hashes
+
+
 def check_role(value: Any) -> Role:
     try:
         return Role(value)
@@ -113,6 +152,7 @@ class User:
     role: Role = Role.USER
     priorities: tuple[int, int] = ALL_PRIORITIES
     max_open: int = DEFAULT_MAX_OPEN
+    tokens: tuple[str, ...] = ()       # the SHA-256 of each HTTP token (never the token)
 
     @property
     def admin(self) -> bool:
@@ -134,9 +174,14 @@ class User:
                 f"(close some, or ask an admin to raise max_open)")
 
     def to_doc(self) -> dict[str, Any]:
-        return {"name": self.name, "keys": list(self.keys), "groups": list(self.groups),
-                "role": self.role.value, "priorities": list(self.priorities),
-                "max_open": self.max_open}
+        """The user's document; "tokens" only when they hold some, so that a user
+        without tokens reads as it did before tokens existed."""
+        doc = {"name": self.name, "keys": list(self.keys), "groups": list(self.groups),
+               "role": self.role.value, "priorities": list(self.priorities),
+               "max_open": self.max_open}
+        if self.tokens:
+            doc["tokens"] = list(self.tokens)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "User":
@@ -152,18 +197,20 @@ class User:
                    check_groups(doc.get("groups"), "groups"),
                    check_role(doc.get("role", Role.USER.value)),
                    check_priorities(doc.get("priorities", ALL_PRIORITIES)),
-                   check_max_open(doc.get("max_open", DEFAULT_MAX_OPEN)))
+                   check_max_open(doc.get("max_open", DEFAULT_MAX_OPEN)),
+                   check_tokens(doc.get("tokens")))
 
 
-USER_FIELDS = ("name", "keys", "groups", "role", "priorities", "max_open")
+USER_FIELDS = ("name", "keys", "groups", "role", "priorities", "max_open", "tokens")
 
 
 class UserBook:
-    """Every user, found by name or by any of their keys."""
+    """Every user, found by name, by any of their keys or by any of their tokens' hashes."""
 
     def __init__(self, users: Iterable[User] = ()) -> None:
         self._users: dict[str, User] = {}
         self._by_key: dict[str, User] = {}
+        self._by_token: dict[str, User] = {}
         for user in users:
             self.add(user)
 
@@ -173,6 +220,10 @@ class UserBook:
     def by_key(self, key: str | None) -> User | None:
         """The user holding `key` (the call's connection's key), or None."""
         return self._by_key.get(key) if key is not None else None
+
+    def by_token(self, hashed: str) -> User | None:
+        """The user holding the token whose SHA-256 is `hashed` (token_hash), or None."""
+        return self._by_token.get(hashed)
 
     def get(self, name: str) -> User:
         user = self._users.get(name)
@@ -186,7 +237,7 @@ class UserBook:
     def add(self, user: User) -> User:
         if user.name in self._users:
             raise AlreadyExistsError(f"user {user.name!r} already exists")
-        self._check_keys_free(user)
+        self._check_free(user)
         self._put(user)
         return user
 
@@ -196,10 +247,22 @@ class UserBook:
         doc = old.to_doc()
         doc.update({k: v for k, v in changes.items() if v is not None})
         new = User.from_doc(doc)
-        self._check_keys_free(new, except_name=name)
+        self._check_free(new, except_name=name)
         self._remove(old)
         self._put(new)
         return new
+
+    def with_token(self, name: str, hashed: str, *, revoke: bool = False) -> User:
+        """The user given one more token (by its hash), or one fewer with `revoke`."""
+        check_token_hash(hashed)
+        tokens = self.get(name).tokens
+        if revoke:
+            if hashed not in tokens:
+                raise NotFoundError(f"Token {hashed[:8]}... of user {name!r}")
+            return self.update(name, {"tokens": [t for t in tokens if t != hashed]})
+        if hashed in tokens:
+            raise AlreadyExistsError(f"user {name!r} already holds token {hashed[:8]}...")
+        return self.update(name, {"tokens": [*tokens, hashed]})
 
     def remove(self, name: str) -> User:
         user = self.get(name)
@@ -209,19 +272,27 @@ class UserBook:
     def holds_key(self, key: str) -> bool:
         return key in self._by_key
 
-    def _check_keys_free(self, user: User, except_name: str | None = None) -> None:
-        for key in user.keys:
-            holder = self._by_key.get(key)
-            if holder is not None and holder.name != except_name:
-                raise AlreadyExistsError(f"key {key[:8]}... already belongs to user {holder.name!r}")
+    def _check_free(self, user: User, except_name: str | None = None) -> None:
+        """Keys and tokens each name one user: refuse any that another user holds."""
+        for what, held, index in (("key", user.keys, self._by_key),
+                                  ("token", user.tokens, self._by_token)):
+            for item in held:
+                holder = index.get(item)
+                if holder is not None and holder.name != except_name:
+                    raise AlreadyExistsError(
+                        f"{what} {item[:8]}... already belongs to user {holder.name!r}")
 
     def _put(self, user: User) -> None:
         self._users[user.name] = user
         for key in user.keys:
             self._by_key[key] = user
+        for hashed in user.tokens:
+            self._by_token[hashed] = user
 
     def _remove(self, user: User) -> None:
         del self._users[user.name]
         for key in user.keys:
             self._by_key.pop(key, None)
+        for hashed in user.tokens:
+            self._by_token.pop(hashed, None)
 

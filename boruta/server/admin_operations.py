@@ -61,6 +61,16 @@ class AdminOperations:
     def op_user_list(self, call: Call, a: dict[str, Any]) -> Any:
         return [user.to_doc() for user in self.ids.users.users()]
 
+    def op_user_token(self, call: Call, a: dict[str, Any]) -> Any:
+        """Only the token's hash arrives: the CLI made the token and showed it once."""
+        old = self.ids.users.get(a["name"])
+        revoke = bool(a["revoke"])
+        user = self.ids.users.with_token(old.name, a["token_hash"], revoke=revoke)
+        _kept(lambda: self.ids.save_user(user), lambda: self._put_back(old))
+        self._said("user token revoked" if revoke else "user token added", call,
+                   user=user.name, token=a["token_hash"][:8])
+        return user.to_doc()
+
     def _put_back(self, old: User) -> None:
         self.ids.users.remove(old.name)
         self.ids.users.add(old)
