@@ -7,7 +7,8 @@ from boruta.server.app import Server
 from boruta.server.config import ServerConfig
 from boruta.testing.processes import LOOPBACK
 
-SETTINGS = {k: v for k, v in LOOPBACK.items() if k in ("listen", "dryad_listen", "events")}
+SETTINGS = {k: v for k, v in LOOPBACK.items() if k in ("listen", "dryad_listen", "events",
+                                                      "http_listen")}
 
 
 def test_listeners_get_events_after_the_commit_and_can_stop(tmp_path) -> None:

@@ -43,6 +43,7 @@ import zmq
 import boruta
 from boruta.core import effects
 from boruta.core.scheduler import Scheduler
+from boruta.http.face import HttpFace
 from boruta.logs import setup_logging
 from boruta.server.admin_operations import AdminOperations
 from boruta.server.authorisation import authorise
@@ -119,6 +120,7 @@ class Server:
         self.replies = PeerBuffers(config.max_peer_buffer_bytes, self.stats, CLIENT_PEER_HWM)
         self.identities = Identities(self)
         self.keyring: Keyring | None = None
+        self.http: HttpFace | None = HttpFace(self) if config.http_listen else None
         # A secure endpoint reads each message's connection key from its identity frame.
         self.client_endpoint = Endpoint(
             self, "client", CLIENT_OPS, ClientOperations(self), AdminOperations(self),
@@ -173,7 +175,11 @@ class Server:
                                          self.dryad_endpoint.on_frames, DRYAD_DOMAIN, copy=False)
             self.events_sock = self._bind(zmq.XPUB, cfg.events, "events",
                                           self.events.on_subscription, EVENTS_DOMAIN)
+            if self.http is not None:
+                self.endpoints["http"] = await self.http.start()
         except ConfigError:
+            if self.http is not None:
+                await self.http.close()
             self.identities.stop()
             self.ctx.destroy(0)
             if self.store is not None:
@@ -195,7 +201,8 @@ class Server:
                         "set public_host for remote clients", self.cfg.public_host)
         log.info("boruta server ready", extra={"fields": {
             "listen": self.endpoints["listen"], "dryad": self.endpoints["dryad"],
-            "events": self.endpoints["events"], "matcher": self.sched.matcher_kind,
+            "events": self.endpoints["events"], "http": self.endpoints.get("http"),
+            "matcher": self.sched.matcher_kind,
             "key_type": self.cfg.key_type, "version": boruta.__version__,
             "secure": self.keyring is not None, "users": len(self.identities.users),
             "server_key": self.keyring.server.public if self.keyring is not None else None,
@@ -245,8 +252,9 @@ class Server:
                           end_turn=self.outbox.end_turn, on_refused=on_refused)
 
     def ready_line(self) -> str:
-        return ("boruta server ready listen={listen} dryad={dryad} events={events}"
+        line = ("boruta server ready listen={listen} dryad={dryad} events={events}"
                 .format(**self.endpoints))
+        return line + (f" http={self.endpoints['http']}" if "http" in self.endpoints else "")
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -262,6 +270,8 @@ class Server:
         self.dryads.close()
         if self.client_sock is not None:
             self.client_sock.stop()               # no new client calls from here on
+        if self.http is not None:
+            await self.http.close()               # nor HTTP requests
         if self._housekeeping_task is not None:
             self._housekeeping_task.cancel()
             await asyncio.gather(self._housekeeping_task, return_exceptions=True)

@@ -63,6 +63,7 @@ LOOPBACK: dict[str, Any] = {
     "tunnel_host": "127.0.0.1",
     "public_host": "127.0.0.1",
     "tunnel_ports": "0",
+    "http_listen": "127.0.0.1:0",
 }
 
 #: Variables that would point a child at the developer's own client config or identity.
@@ -366,6 +367,12 @@ class ServerProcess:
     @property
     def events(self) -> str:
         return self.endpoints["events"]
+
+    @property
+    def http(self) -> str:
+        """The base URL of the server's HTTP face (`http://127.0.0.1:PORT`), from its
+        ready line; KeyError when it serves no HTTP (`http_listen = ""`)."""
+        return self.endpoints["http"]
 
     @property
     def credentials(self) -> Credentials | None:
