@@ -29,7 +29,7 @@ from boruta.core.errors import (
 )
 from boruta.core.names import USER_NAME_RULE, is_user_name
 from boruta.core.types import UUID_KEY, WorkerState
-from boruta.server.endpoint import Call, Route
+from boruta.server.endpoint import Call, OperationCounts, Route
 from boruta.transport import addresses, codec
 from boruta.transport.errors import DeregisteredError, DryadError, NotRegisteredError
 
@@ -64,6 +64,8 @@ class DryadRegistry:
         self.restart_deadline: float | None = None       # monotonic end of restart_grace
         self._grace_handle: asyncio.TimerHandle | None = None
         self._link_waiters: dict[str, asyncio.Event] = {}
+        # The worker-idle path runs the matcher too: its scheduler call is timed (metrics).
+        self.prepared = OperationCounts(timed=True)
 
     # ------------------------------------------------------------------ what dryads send
     def seen(self, identity: bytes) -> None:
@@ -203,7 +205,9 @@ class DryadRegistry:
         except Exception as exc:
             app.sched.worker_prepare_failed(uuid, op, _reason(exc))
         else:
+            started = time.perf_counter()
             app.sched.worker_prepared(uuid, op, key, username)
+            self.prepared.add(time.perf_counter() - started)
         app.after_turn()
 
     async def maintain(self, uuid: str, op: int, message: str) -> None:

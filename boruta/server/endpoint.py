@@ -13,11 +13,16 @@ logged with its traceback.
 
 Handlers are looked up once, at construction: an operation without a
 handler, or a handler without an operation, stops the server from starting.
+
+Calls are counted by operation and errors by code, and the handlers of the
+operations that may run the matcher are timed, in plain numbers the hot path
+only adds to (`counts`, `errors`, `rate_limited`); /metrics reads them.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from boruta.core.errors import BorutaError, UnknownUserError
@@ -41,6 +46,10 @@ Route = tuple[bytes, tuple[bytes, ...]]      # the peer's identity, the envelope
 PEEK_LIMIT = 4096                            # bytes a rate-limited frame is read for its id
 Handler = Callable[["Call", dict[str, Any]], Any]
 Authorise = Callable[[Operation, "Call", dict[str, Any], "Server"], None]
+# The client operations whose scheduler call may run the matcher (a new request, a
+# changed request, a worker that may turn IDLE or gain groups): their handlers are timed.
+MATCHING_OPS = frozenset({"new_request", "update_request", "set_state", "set_groups"})
+NO_OPERATION = ""            # the operation of a refused frame that named none (or none known)
 
 
 @dataclass(slots=True)
@@ -72,6 +81,25 @@ class Call:
             return self.frame.get("Peer-Address")
         except Exception:        # zmq raises for transports without a peer address
             return None
+
+
+class OperationCounts:
+    """One operation's calls, and for a matching one its handler's time, in plain numbers:
+    the hot path only adds to them; metrics reads them when scraped."""
+
+    __slots__ = ("calls", "timed", "timed_calls", "seconds")
+
+    def __init__(self, timed: bool = False) -> None:
+        self.calls = 0               # calls that named this operation (refused ones too)
+        self.timed = timed           # a matching operation: its handler's time is kept
+        self.timed_calls = 0         # handler calls that returned (and were timed)
+        self.seconds = 0.0           # their time, perf_counter seconds
+
+    def add(self, seconds: float) -> None:
+        """One more call that returned after `seconds` (a path outside the endpoint)."""
+        self.calls += 1
+        self.timed_calls += 1
+        self.seconds += seconds
 
 
 def handlers_for(table: Mapping[str, Operation], *handlers: object) -> dict[str, Handler]:
@@ -123,6 +151,10 @@ class Endpoint:
         self.buffers = buffers                 # bytes of replies per peer (client endpoint)
         self.sock: LoopSocket | None = None
         self.messages = 0
+        # Calls by operation, errors by (operation, code): plain numbers read by metrics.
+        self.counts = {name: OperationCounts(name in MATCHING_OPS) for name in table}
+        self.errors: dict[tuple[str, str], int] = {}
+        self.rate_limited = 0        # refused before decoding (no operation): the busiest error
         # The hot path's collaborators, looked up once (they live as long as the app).
         self._allow = app.limiter.allow
         self._send = app.outbox.send
@@ -157,6 +189,26 @@ class Endpoint:
         self.app.stats.errors += 1
         self.reply(route, msg_id, error=error)
 
+    # ------------------------------------------------------------------ counts
+    def count_error(self, op: Operation | None, code: str) -> None:
+        """One more call of `op` (None: a frame that named no known operation) answered
+        with the error `code`."""
+        key = (NO_OPERATION if op is None else op.name, code)
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+    def call_handler(self, op: Operation, call: Call, args: dict[str, Any]) -> Any:
+        """`op`'s handler for a checked and authorised call, timed when it may run the
+        matcher (a call that raises is not timed: it matched nothing). The socket's path
+        and the HTTP face's."""
+        counts = self.counts[op.name]
+        if not counts.timed:
+            return self.handlers[op.name](call, args)
+        started = perf_counter()
+        result = self.handlers[op.name](call, args)
+        counts.seconds += perf_counter() - started
+        counts.timed_calls += 1
+        return result
+
     # ------------------------------------------------------------------ one message
     def on_frames(self, frames: list[Any]) -> None:
         """The socket's reader: one multipart message from a peer."""
@@ -170,6 +222,7 @@ class Endpoint:
         elif len(frames) == 3 and not zero_copy and frames[1] == b"":
             route, frame = (identity, (b"",)), frames[2]          # a REQ peer
         else:
+            self.count_error(None, BadFrameError.code)
             self._refuse((identity, ()), None, BadFrameError(
                 f"expected one frame per message, got {len(frames) - 1}"))
             return
@@ -179,6 +232,7 @@ class Endpoint:
         # Calls count against their user; an insecure server's peers (no key) each alone.
         by_user = key is not None and user is not None
         if not self._allow(user.name if by_user else key or identity):    # type: ignore[union-attr]
+            self.rate_limited += 1
             self._refuse(route, _peek_id(payload), RateLimitedError(
                 f"more than {self.app.cfg.peer_rate:g} messages/s from "
                 f"{'user ' + user.name if by_user else 'this peer'}: slow down"))  # type: ignore[union-attr]
@@ -205,18 +259,23 @@ class Endpoint:
                 hint = (f" (a {self.other_name} operation: use the {self.other_name} endpoint)"
                         if name in self.other_table else "")
                 raise UnknownOperationError(f"unknown operation {name!r}{hint}")
+            counts = self.counts[op.name]
+            counts.calls += 1
             args = op.check(raw_args)  # type: ignore[arg-type]
             if self.authorise is not None and op.access is not Access.ANYONE:
                 self.authorise(op, call, args, self.app)
             if self.gate is not None and self.gate(op.name, args, frames):
+                counts.calls -= 1                 # held back: counted when it is replayed
                 return
-            result = self.handlers[op.name](call, args)
+            result = self.call_handler(op, call, args)
         except BorutaError as exc:
+            self.count_error(op, exc.code)
             self._refuse(route, getattr(exc, "msg_id", msg_id), exc)
             if op is not None:
                 self.audit.record(op, call, args, exc)
         except Exception as exc:
             self.app.stats.errors += 1
+            self.count_error(op, "internal")
             log.exception("internal error in a %s call", self.name)
             self.reply(route, msg_id, error=("internal", f"internal server error: {exc}"))
             if op is not None:

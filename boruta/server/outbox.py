@@ -52,6 +52,8 @@ class Outbox:
         self._unsaved_ports: dict[int, int | None] = {}
         self._ports: dict[int, int | None] = {}         # tunnel ports opened/closed this turn
         self._durable_waiters: list[asyncio.Future[None]] = []
+        # Called with each commit's seconds (metrics' histogram); one call per turn.
+        self.on_commit: Callable[[float], None] | None = None
 
     def send(self, sock: LoopSocket | None, frames: list[bytes], ack: Any = NOT_AN_ACK) -> None:
         """Send at the end of the turn, once its changes are durable (with a store).
@@ -116,8 +118,11 @@ class Outbox:
             except Exception as exc:   # sqlite3.Error, OSError: disk full, I/O error...
                 self._commit_failed(changes, ports, entries, exc)
                 return False
+            elapsed = time.perf_counter() - started
             stats.commits += 1
-            stats.commit_seconds += time.perf_counter() - started
+            stats.commit_seconds += elapsed
+            if self.on_commit is not None:
+                self.on_commit(elapsed)
             if self.unsaved is not None:
                 log.warning("state saved again after storage failures",
                             extra={"fields": {"failures": stats.storage_failures}})
