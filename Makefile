@@ -24,14 +24,21 @@ $(EXT): boruta/_matcher.pyx setup.py $(STAMP)
 
 build: $(STAMP) $(EXT)
 
-# The `system` session backend is tested against a real OpenSSH server. As root
-# (CI) we install it from Debian's packages; elsewhere, or if apt cannot, that
-# one test skips and says why.
+# The `system` session backend is tested against a real OpenSSH server, and the
+# dashboard in a real headless browser (chromium and its chromedriver). As root (CI)
+# we install them from Debian's packages; elsewhere, or if apt cannot, those tests
+# skip and say why.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null; then \
-	  echo "installing openssh-server for the system session test"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends openssh-server) >/dev/null 2>&1 || echo "  (not installed)"; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	  [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	  [ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing for the system session and browser tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $$missing) >/dev/null 2>&1 || echo "  (not installed)"; \
+	  fi; \
 	fi
 
 test: build system-deps
