@@ -375,13 +375,19 @@ class Scheduler:
         """The name of a request's owner ("" if filed before users existed); not_found."""
         return self._get_request(req_id).owner
 
-    @staticmethod
-    def _owner_groups(owner: Any) -> tuple[str, ...]:
+    def _owner_groups(self, owner: Any) -> tuple[str, ...]:
+        """The owner's groups, checked; a tuple already in the pool was checked before
+        (a user's groups come the same every call: no sorting each time)."""
         if owner is None:
             return ()
         if not isinstance(owner, UserInfo):
             raise BadArgumentError("owner must be a UserInfo")
-        return check_groups(owner.groups, "owner groups")
+        groups = owner.groups
+        if type(groups) is tuple:
+            pooled = self._groups_pool.get(groups)
+            if pooled is not None:
+                return pooled
+        return check_groups(groups, "owner groups")
 
     def update_request(self, req_id: int, priority: int | None = None,
                        valid_after: datetime | None = None,

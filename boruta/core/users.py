@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from boruta.core.errors import (AlreadyExistsError, BadArgumentError, NotFoundError,
                                 PriorityNotAllowedError, TooManyOpenRequestsError)
 from boruta.core.names import USER_NAME_RULE, is_user_name
+from boruta.core.types import UserInfo
 from boruta.core.validation import check_groups, check_int
 
 HIGHEST_PRIORITY, LOWEST_PRIORITY = 1, 16
@@ -153,6 +154,11 @@ class User:
     priorities: tuple[int, int] = ALL_PRIORITIES
     max_open: int = DEFAULT_MAX_OPEN
     tokens: tuple[str, ...] = ()       # the SHA-256 of each HTTP token (never the token)
+    # What a request of theirs carries as its owner, made once (every NewRequest needs it).
+    owner: UserInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "owner", UserInfo(self.groups, self.name))
 
     @property
     def admin(self) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import boruta
 from boruta.core.errors import PriorityError
-from boruta.core.types import HI_PRIO, LO_PRIO, UserInfo
+from boruta.core.types import HI_PRIO, LO_PRIO
 from boruta.server.endpoint import Call
 from boruta.server.parked import PARKED
 from boruta.transport import documents
@@ -43,7 +43,7 @@ class ClientOperations:
                 raise PriorityError()                # the core's own error comes first
             user.check_priority(priority)
             user.check_open(sched.open_requests(user.name))
-            owner = UserInfo(user.groups, user.name)
+            owner = user.owner
         req_id = sched.new_request(a["caps"], priority, owner, a["valid_after"], a["deadline"],
                                    queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
         return {"id": req_id}

@@ -147,6 +147,7 @@ class Endpoint:
         self.secure = (zero_copy or identity_frame) and not app.cfg.insecure
         self.identity_frame = zero_copy or identity_frame   # frames[0] is a zmq.Frame
         self.users = users
+        self._user_of = users.user_of if users is not None else None
         self.authorise = authorise             # Access of each operation (authorisation)
         self.buffers = buffers                 # bytes of replies per peer (client endpoint)
         self.sock: LoopSocket | None = None
@@ -228,7 +229,7 @@ class Endpoint:
             return
         payload = frame.bytes if zero_copy else frame
         key = first.get("User-Id") if self.secure else None
-        user = self.users.user_of(key) if self.users is not None else None
+        user = self._user_of(key) if self._user_of is not None else None
         # Calls count against their user; an insecure server's peers (no key) each alone.
         by_user = key is not None and user is not None
         if not self._allow(user.name if by_user else key or identity):    # type: ignore[union-attr]
