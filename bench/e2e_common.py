@@ -148,3 +148,18 @@ def work_directory(args: argparse.Namespace, prefix: str) -> Iterator[Path]:
         tmp = Path(args.workdir or tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
         yield tmp
+
+
+def alternating_rounds(measure: Any, count: int, modes: tuple[str, str]) -> dict[str, Any]:
+    """`count` rounds of `measure(mode, name)` for the two modes, alternating which goes
+    first (a shared machine's drift falls on both); the ratio of the first mode's `per_s`
+    to the second's, per round and its median."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for index in range(count):
+        for mode in (modes if index % 2 == 0 else modes[::-1]):
+            runs[mode].append(measure(mode, f"r{index}-{mode}"))
+            print(f"  round {index + 1} {mode}: {runs[mode][-1]['per_s']:.0f}/s", file=sys.stderr)
+    ratios = [a["per_s"] / b["per_s"] for a, b in zip(runs[modes[0]], runs[modes[1]])
+              if b["per_s"]]
+    return {"runs": runs, "ratios": ratios,
+            "ratio": statistics.median(ratios) if ratios else float("nan")}

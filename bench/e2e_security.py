@@ -25,12 +25,12 @@ was met.
 """
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from bench.e2e_common import parse_parts, render_table, work_directory, write_json
+from bench.e2e_common import (alternating_rounds, parse_parts, render_table, work_directory,
+                               write_json)
 from bench.e2e_load import BENCH_SETTINGS, bench_throughput
 from bench.e2e_ssh import bench_cycles
 
@@ -44,32 +44,19 @@ CYCLES_MIN_RATIO = 0.90
 MODES = {"secure": {}, "insecure": {"insecure": True}}
 
 
-def rounds(measure: Callable[[str, dict[str, Any], str], dict[str, Any]], count: int
-           ) -> dict[str, Any]:
-    """`count` rounds of the secure and insecure server, alternating which goes first."""
-    runs: dict[str, list[dict[str, Any]]] = {"secure": [], "insecure": []}
-    for index in range(count):
-        order = ("secure", "insecure") if index % 2 == 0 else ("insecure", "secure")
-        for mode in order:
-            runs[mode].append(measure(mode, MODES[mode], f"r{index}-{mode}"))
-            print(f"  round {index + 1} {mode}: {runs[mode][-1]['per_s']:.0f}/s", file=sys.stderr)
-    ratios = [s["per_s"] / i["per_s"] for s, i in zip(runs["secure"], runs["insecure"])
-              if i["per_s"]]
-    return {"runs": runs, "ratios": ratios,
-            "ratio": statistics.median(ratios) if ratios else float("nan")}
-
-
 def bench_s5(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     sizes = {k: opts[k] for k in ("procs", "window", "duration", "warmup")}
-    return rounds(lambda mode, settings, name: bench_throughput(
-        tmp, sizes, settings={**BENCH_SETTINGS, **settings}, name=f"s5-{name}"), opts["rounds"])
+    return alternating_rounds(lambda mode, name: bench_throughput(
+        tmp, sizes, settings={**BENCH_SETTINGS, **MODES[mode]}, name=f"s5-{name}"),
+        opts["rounds"], ("secure", "insecure"))
 
 
 def bench_ssh_cycles(tmp: Path, opts: dict[str, Any]) -> dict[str, Any]:
     sizes = {k: opts[k] for k in ("dryads", "dryad_procs", "drivers", "threads")}
     sizes["duration"] = opts["duration"]
-    return rounds(lambda mode, settings, name: bench_cycles(
-        tmp, "ed25519", sizes, settings=settings, name=f"cycles-{name}"), opts["rounds"])
+    return alternating_rounds(lambda mode, name: bench_cycles(
+        tmp, "ed25519", sizes, settings=MODES[mode], name=f"cycles-{name}"),
+        opts["rounds"], ("secure", "insecure"))
 
 
 def _runs(part: dict[str, Any], mode: str, unit: str, detail: str, key: str,
