@@ -181,7 +181,7 @@ def store_requests(admin: Any, count: int) -> None:
                     client.new_request(WAIT_CAPS, 8, queue_unsatisfiable=True)
                     for _ in range(min(500, count - start))))
         finally:
-            client.close()
+            await client.close()
     run_async(fill())
 
 

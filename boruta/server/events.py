@@ -38,12 +38,26 @@ class EventPublisher:
         # event document once the turn that made it is committed.
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._pending: list[dict[str, Any]] = []
+        self._turn_at: str | None = None
 
     def listen(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         """Call `listener(event)` for every event from now on (after its commit); returns
         the function that stops it. A listener must be quick and must not raise."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _at(self) -> str:
+        """The time of this turn's events, formatted once a turn (they leave together)."""
+        at = self._turn_at
+        if at is None:
+            at = self._turn_at = iso_now()
+            loop = self.app.loop
+            if loop is not None:
+                loop.call_soon(self._turn_over)      # the next turn takes the time anew
+        return at
+
+    def _turn_over(self) -> None:
+        self._turn_at = None
 
     def _number(self) -> bool:
         """Number the next event; True when someone will receive it (then build it)."""
@@ -77,13 +91,13 @@ class EventPublisher:
                 worker_uuid: str | None) -> None:
         if self._number():
             self._send(codec.request_topic(req_id), {
-                "kind": "request", "id": req_id, "state": str(state), "at": iso_now(),
+                "kind": "request", "id": req_id, "state": str(state), "at": self._at(),
                 "reason": reason, "worker_uuid": worker_uuid})
 
     def worker(self, uuid: str, state: str, reason: str | None) -> None:
         if self._number():
             self._send(codec.worker_topic(uuid), {
-                "kind": "worker", "uuid": uuid, "state": state, "at": iso_now(),
+                "kind": "worker", "uuid": uuid, "state": state, "at": self._at(),
                 "reason": reason})
 
     def tunnel(self, req_id: int, worker_uuid: str, reason: str, port: int,
@@ -91,7 +105,7 @@ class EventPublisher:
         """A job's tunnel was reopened after a restart (not a state transition)."""
         if self._number():
             self._send(codec.request_topic(req_id), {
-                "kind": "tunnel", "id": req_id, "at": iso_now(), "reason": reason,
+                "kind": "tunnel", "id": req_id, "at": self._at(), "reason": reason,
                 "worker_uuid": worker_uuid, "address": f"{self.app.cfg.public_host}:{port}",
                 "port": port, "old_port": old_port, "moved": port != old_port})
 
