@@ -212,6 +212,7 @@ def test_the_queue_follows_new_started_and_reprioritised_requests(farm: Dashboar
 
 
 def test_the_summary_counts_workers_and_waiting_requests(farm: DashboardServer) -> None:
+    get_json(farm, "dashboard/summary")          # someone looks: the dashboard follows events
     uuids = farm.add_workers(3)
     farm.fail(uuids[0])
     farm.new_request(4, device_type="odroid")
@@ -222,6 +223,21 @@ def test_the_summary_counts_workers_and_waiting_requests(farm: DashboardServer) 
     assert summary["waits"][0]["waiting"] == 1 and summary["waits"][0]["jobs"] == 0
     kinds = [(t["kind"], t["state"]) for t in summary["transitions"]]
     assert ("worker", "FAILED") in kinds and ("request", "WAITING") in kinds
+
+
+def test_an_unwatched_dashboard_follows_no_events_and_wakes_when_read(farm: DashboardServer
+                                                                      ) -> None:
+    board = farm.server.http.dashboard
+    farm.add_workers(1)
+    assert board.stop_listening is None and not board.transitions    # nobody looked yet
+    get_json(farm, "dashboard/summary")
+    assert board.stop_listening is not None
+    farm.new_request(4, device_type="odroid")
+    kinds = [(t["kind"], t["state"]) for t in get_json(farm, "dashboard/summary")["transitions"]]
+    assert ("request", "WAITING") in kinds
+    board.last_use -= dashboard.IDLE_SLEEP + 1   # long unused, no feed open: it sleeps
+    farm.act(lambda server: board._maybe_sleep())
+    assert board.stop_listening is None
 
 
 def test_waits_per_device_type_come_from_started_jobs() -> None:

@@ -40,3 +40,26 @@ def test_listeners_get_events_after_the_commit_and_can_stop(tmp_path) -> None:
     first, seen, commits = asyncio.run(run())
     assert [(e["kind"], e["id"], e["state"]) for e in first] == [("request", 1, "WAITING")]
     assert commits == 1 and len(seen) == 1          # stopped: the second never came
+
+
+def test_a_listener_of_some_request_states_gets_only_those(tmp_path) -> None:
+    async def run() -> tuple[list[str], int]:
+        server = Server(ServerConfig(insecure=True, **SETTINGS))
+        await server.start()
+        try:
+            seen: list[str] = []
+            server.events.listen(lambda e: seen.append(e["state"]), {"CANCELLED"})
+            built = []
+            original = server.events._send
+            server.events._send = lambda topic, doc: (built.append(doc), original(topic, doc))
+            req = server.sched.new_request({"a": "b"}, 4, queue_unsatisfiable=True)
+            server.after_turn()
+            server.sched.close_request(req)
+            server.after_turn()
+            await asyncio.sleep(0.05)
+            return seen, len(built)
+        finally:
+            await server.close()
+    seen, built = asyncio.run(run())
+    assert seen == ["CANCELLED"]
+    assert built == 1                # the WAITING event nobody wanted was never built

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 STATIC_FILES = ("index.html", "app.js", "style.css")
 FEED_BACKLOG = 2000          # frames a client may fall behind before it is dropped
+IDLE_SLEEP = 300.0              # seconds unused before the dashboard stops following events
 TRANSITIONS_KEPT = 200       # recent transitions the page shows on load
 WAITS_KEPT = 500             # recent queue waits kept per device type
 STARTS_PENDING = 10000       # job starts not yet folded into the waits (bounded)
@@ -256,7 +257,33 @@ class Dashboard:
         self.waits = WaitTimes()
         self.waiting = WaitingQueue()
         self.dropped = 0                     # feeds dropped for falling behind
-        self.stop_listening = self.app.events.listen(self.on_event)
+        # The dashboard follows the events only while someone uses it (a read in the
+        # last IDLE_SLEEP seconds, or an open feed): an unwatched dashboard costs the
+        # farm's busiest calls nothing. Woken, it rebuilds its queue mirror by one scan.
+        self.stop_listening: Callable[[], None] | None = None
+        self.last_use = 0.0
+        self._sleep_check: asyncio.TimerHandle | None = None
+
+    def awake(self) -> None:
+        """Someone uses the dashboard: follow the events (from now on) if not already."""
+        self.last_use = time.monotonic()
+        if self.stop_listening is None:
+            self.waiting = WaitingQueue()
+            self.stop_listening = self.app.events.listen(self.on_event)
+            self._schedule_sleep_check(IDLE_SLEEP)
+
+    def _schedule_sleep_check(self, delay: float) -> None:
+        loop = self.app.loop
+        if loop is not None:
+            self._sleep_check = loop.call_later(delay, self._maybe_sleep)
+
+    def _maybe_sleep(self) -> None:
+        idle = time.monotonic() - self.last_use
+        if self.feeds or idle < IDLE_SLEEP:
+            self._schedule_sleep_check(IDLE_SLEEP - idle if not self.feeds else IDLE_SLEEP)
+        elif self.stop_listening is not None:
+            self.stop_listening()
+            self.stop_listening = None
 
     # ------------------------------------------------------------ the listener (hot)
     def on_event(self, doc: dict[str, Any]) -> None:
@@ -277,7 +304,11 @@ class Dashboard:
                     self.dropped += 1
 
     def close(self) -> None:
-        self.stop_listening()
+        if self._sleep_check is not None:
+            self._sleep_check.cancel()
+        if self.stop_listening is not None:
+            self.stop_listening()
+            self.stop_listening = None
         for feed in tuple(self.feeds):
             feed.drop()
         self.feeds.clear()
@@ -320,6 +351,7 @@ class Dashboard:
         refusal = self._refusal(request)
         if refusal is not None:
             return refusal
+        self.awake()
         try:
             doc = read(request)
         except BadQuery as exc:
@@ -413,6 +445,7 @@ class Dashboard:
             return web.Response(headers=headers)       # a stream never ends: no body to size
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
+        self.awake()
         feed = Feed(request)
         self.feeds.add(feed)
         interval = self.app.cfg.heartbeat_interval

@@ -65,7 +65,9 @@ ACCEPTED_RANGES = frozenset({*OFFERED, "*/*", "text/*"})
 NOT_ACCEPTED_Q = frozenset({"q=0", "q=0.0", "q=0.00", "q=0.000"})
 METHODS_REFUSED = ("POST", "PUT", "PATCH", "DELETE")
 _STATE_PRIORITY = attrgetter("state", "priority")
-WAITING, IN_PROGRESS = ReqState.WAIT.value, ReqState.INPROGRESS.value   # as events say them
+IN_PROGRESS = ReqState.INPROGRESS.value     # as events say it
+# The request events the job histograms need: a start, and every way a request ends.
+JOB_STATES = frozenset(str(state) for state in ReqState if state is not ReqState.WAIT)
 
 
 # ---------------------------------------------------------------------- the books
@@ -116,19 +118,18 @@ class JobTimes:
             buckets=JOB_BUCKETS, registry=registry)
 
     def on_event(self, doc: dict[str, Any]) -> None:
-        state = doc.get("state")
-        if state == WAITING:                 # every new request: one look, no entry
-            if self.running:                 # (or a job start that failed: back in the queue)
-                self.running.pop(doc["id"], None)
+        """A request's start or end (the listener asks for nothing else: WAITING, the
+        busiest event, is not even built for it)."""
+        if doc["kind"] != "request":
             return
-        if doc["kind"] != "request":         # a worker's FAILED is not a request's
-            return
-        if state == IN_PROGRESS:
+        if doc["state"] == IN_PROGRESS:
             self.started(doc["id"], doc.get("worker_uuid"), self.clock())
-        else:
-            begun = self.running.pop(doc["id"], None)
-            if begun is not None:
-                self.duration.labels(begun[1]).observe(max(0.0, self.clock() - begun[0]))
+            return
+        begun = self.running.pop(doc["id"], None)
+        # An end without a worker came from the queue (a job start that failed sent the
+        # request back): its job never ran, so it has no duration.
+        if begun is not None and doc.get("worker_uuid") is not None:
+            self.duration.labels(begun[1]).observe(max(0.0, self.clock() - begun[0]))
 
     def started(self, req_id: int, worker_uuid: str | None, now: float) -> None:
         kind = device_type(self.books.worker(worker_uuid))
@@ -266,7 +267,7 @@ class Metrics:
             buckets=COMMIT_BUCKETS, registry=self.registry)
         ProcessCollector(registry=self.registry)
         app.outbox.on_commit = self.commits.observe
-        self.stop_listening = app.events.listen(self.jobs.on_event)
+        self.stop_listening = app.events.listen(self.jobs.on_event, JOB_STATES)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """The exposition in the format `accept` asks for (text 0.0.4 unless OpenMetrics)."""

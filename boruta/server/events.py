@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from boruta.core.types import iso
 from boruta.transport import codec
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from boruta.server.app import Server
 
 log = logging.getLogger("boruta.server")
+
+Listener = Callable[[dict[str, Any]], None]
 
 
 def iso_now() -> str:
@@ -36,15 +38,25 @@ class EventPublisher:
         self._subscriptions: set[bytes] = set()
         # In-process listeners (the dashboard's live feed, metrics): each gets every
         # event document once the turn that made it is committed.
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[tuple[Listener, frozenset[str] | None]] = []
         self._pending: list[dict[str, Any]] = []
         self._turn_at: str | None = None
 
-    def listen(self, listener: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+    def listen(self, listener: Listener,
+               request_states: Iterable[str] | None = None) -> Callable[[], None]:
         """Call `listener(event)` for every event from now on (after its commit); returns
-        the function that stops it. A listener must be quick and must not raise."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        the function that stops it. A listener must be quick and must not raise.
+
+        `request_states`: only request events in these states. Events no one wants are
+        not even built, so a listener that needs few (metrics: starts and ends) leaves the
+        busiest calls (new requests, WAITING) as cheap as with no listener at all."""
+        entry = (listener, None if request_states is None else frozenset(request_states))
+        self._listeners.append(entry)
+
+        def stop() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+        return stop
 
     def _at(self) -> str:
         """The time of this turn's events, formatted once a turn (they leave together)."""
@@ -59,13 +71,16 @@ class EventPublisher:
     def _turn_over(self) -> None:
         self._turn_at = None
 
-    def _number(self) -> bool:
+    def _number(self, request_state: str | None = None) -> bool:
         """Number the next event; True when someone will receive it (then build it)."""
         self.seq += 1
         app = self.app
         app.stats.events += 1
-        return (bool(self._listeners) or bool(self._subscriptions)
-                and app.events_sock is not None) and not app.stopping
+        if app.stopping:
+            return False
+        if self._subscriptions and app.events_sock is not None:
+            return True
+        return any(states is None or request_state in states for _, states in self._listeners)
 
     def _send(self, topic: bytes, doc: dict[str, Any]) -> None:
         doc["seq"] = self.seq
@@ -80,8 +95,12 @@ class EventPublisher:
         self.sent_seq = self.seq
         if self._pending:
             pending, self._pending = self._pending, []
+            listeners = tuple(self._listeners)
             for doc in pending:
-                for listener in self._listeners:
+                state = doc.get("state") if doc["kind"] == "request" else None
+                for listener, states in listeners:
+                    if states is not None and state not in states:
+                        continue
                     try:
                         listener(doc)
                     except Exception:
@@ -89,9 +108,10 @@ class EventPublisher:
 
     def request(self, req_id: int, state: Any, reason: str | None,
                 worker_uuid: str | None) -> None:
-        if self._number():
+        state = str(state)
+        if self._number(state):
             self._send(codec.request_topic(req_id), {
-                "kind": "request", "id": req_id, "state": str(state), "at": self._at(),
+                "kind": "request", "id": req_id, "state": state, "at": self._at(),
                 "reason": reason, "worker_uuid": worker_uuid})
 
     def worker(self, uuid: str, state: str, reason: str | None) -> None:
