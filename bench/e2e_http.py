@@ -43,8 +43,8 @@ from typing import Any
 from boruta.core.errors import BorutaError
 from bench.e2e_common import (alternating_rounds, bring_idle, parse_parts, render_table,
                                start_server, work_directory, write_json)
-from bench.e2e_load import (BENCH_SETTINGS, bench_throughput, client_cpus, cpu_sampler, pct,
-                            run_async, run_children, sleep_until, start_dryads)
+from bench.e2e_load import (BENCH_SETTINGS, Tally, bench_throughput, client_cpus, cpu_sampler,
+                            pct, run_async, run_children, sleep_until, start_dryads)
 
 PARTS = ("post", "s5")
 DEFAULT = {"procs": 2, "conns": 4, "window": 16, "duration": 8.0, "warmup": 2.0,
@@ -131,33 +131,22 @@ def post_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out: Any
     offset = time.perf_counter() - time.time()
     m0 = start + spec["warmup"] + offset
     m1 = m0 + spec["duration"]
-    cpu0 = os.times()
-    lat = array.array("d")
-    done = errors = 0
-    first_error = None
+    tally = Tally(m0, m1)
     for conn in conns:
         conn.send(spec["window"])
     while any(conn.sent for conn in conns):
         for key, _ in selector.select(timeout=1.0):
             conn = key.data
             for status, sent_at in conn.replies():
-                now = time.perf_counter()
-                if status != 201:
-                    errors += 1
-                    first_error = first_error or f"status {status}"
-                if m0 <= now < m1:
-                    done += 1
-                if m0 <= sent_at < m1:
-                    lat.append(now - sent_at)
-                if now < m1:
+                if tally.reply(time.perf_counter(), sent_at,
+                               None if status == 201 else f"status {status}"):
                     conn.send(1)
         if time.perf_counter() > m1 + 30:
             break
-    cpu1 = os.times()
+    result = tally.result(spec["index"])
     for conn in conns:
         conn.sock.close()
-    out.put({"index": spec["index"], "done": done, "errors": errors, "first_error": first_error,
-             "lat": lat.tobytes(), "cpu": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)})
+    out.put(result)
 
 
 # =========================================================================== the parts

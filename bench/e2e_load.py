@@ -133,6 +133,35 @@ class NewRequestFrames:
 
 # =========================================================================== (a) throughput
 
+class Tally:
+    """A closed-loop client's count of its measured window [m0, m1) (perf_counter time):
+    the replies that came in it, the latency of the calls sent in it, the errors."""
+
+    def __init__(self, m0: float, m1: float) -> None:
+        self.m0, self.m1 = m0, m1
+        self.lat = array.array("d")
+        self.done = self.errors = 0
+        self.first_error: str | None = None
+        self.cpu0 = os.times()
+
+    def reply(self, now: float, sent_at: float, error: str | None) -> bool:
+        """Count one reply; True while the window lasts (the next call goes)."""
+        if error is not None:
+            self.errors += 1
+            self.first_error = self.first_error or error
+        if self.m0 <= now < self.m1:
+            self.done += 1
+        if self.m0 <= sent_at < self.m1:
+            self.lat.append(now - sent_at)
+        return now < self.m1
+
+    def result(self, index: int, **extra: Any) -> dict[str, Any]:
+        cpu1 = os.times()
+        return {"index": index, "done": self.done, "lat": self.lat.tobytes(),
+                "errors": self.errors, "first_error": self.first_error,
+                "cpu": (cpu1.user + cpu1.system) - (self.cpu0.user + self.cpu0.system), **extra}
+
+
 def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, out: Any) -> None:
     """Closed loop: `window` NewRequest calls in flight on one DEALER."""
     import msgpack
@@ -149,11 +178,9 @@ def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, ou
     offset = time.perf_counter() - time.time()
     m0 = start + spec["warmup"] + offset                 # measured window, perf_counter time
     m1 = m0 + spec["duration"]
-    cpu0 = os.times()
+    tally = Tally(m0, m1)
     sent: dict[int, float] = {}
-    lat = array.array("d")
-    done_in_window = errors = lost = 0
-    first_error = None
+    lost = 0
     next_id = 0
 
     def send() -> None:
@@ -173,7 +200,7 @@ def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, ou
             last_check = now
             for msg_id in [m for m, t in sent.items() if now - t > LOST_AFTER]:
                 if m0 <= sent.pop(msg_id) < m1:
-                    lat.append(float("inf"))           # counts in the percentiles
+                    tally.lat.append(float("inf"))     # counts in the percentiles
                 lost += 1
                 if now < m1:
                     send()
@@ -191,22 +218,14 @@ def throughput_child(spec: dict[str, Any], ready: Any, go: Any, start_v: Any, ou
             t0 = sent.pop(env["id"], None)
             if t0 is None:
                 continue                                 # a reply after LOST_AFTER
-            if "error" in env:
-                errors += 1
-                first_error = first_error or f"{env['error']['code']}: {env['error']['message']}"
-            if m0 <= now < m1:
-                done_in_window += 1
-            if m0 <= t0 < m1:
-                lat.append(now - t0)
-            if now < m1:
+            error = (f"{env['error']['code']}: {env['error']['message']}"
+                     if "error" in env else None)
+            if tally.reply(now, t0, error):
                 send()
-    cpu1 = os.times()
+    result = tally.result(spec["index"], calls=next_id, lost=lost + len(sent))
     sock.close(0)
     ctx.term()
-    out.put({"index": spec["index"], "done": done_in_window, "calls": next_id,
-             "lat": lat.tobytes(), "errors": errors, "first_error": first_error,
-             "lost": lost + len(sent),
-             "cpu": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)})
+    out.put(result)
 
 
 def echo_main(ready: Any) -> None:
