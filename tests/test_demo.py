@@ -25,6 +25,8 @@ def test_the_demo_runs_jobs_through_tunnels(tmp_path: Path) -> None:
     assert filed and trips, done.stdout[-3000:]
     assert int(trips.group(1)) >= 2 and int(filed.group(1)) >= int(trips.group(1))
     assert "9 dryads enrolled by the admin" in done.stdout, done.stdout[:3000]
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(token [\w-]{43}\); "
+                     r"metrics: http://127\.0\.0\.1:\d+/metrics", done.stdout), done.stdout[:3000]
     assert "bob asks for priority 8: priority_not_allowed" in done.stdout, done.stdout[:3000]
     for who, low, high in (("admin", 1, 16), ("alice", 2, 8), ("bob", 9, 16)):
         jobs = re.search(rf"as {who} \(priorities {low}-{high}\)\s*\W\s*(\d+) requests, "

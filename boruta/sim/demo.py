@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import secrets
 import shutil
 import socket
 import sys
@@ -31,6 +32,7 @@ from rich.table import Table
 
 from boruta.core.errors import BorutaError
 from boruta.core.types import ReqState, WorkerState
+from boruta.core.users import token_hash
 from boruta.testing.processes import Child, ServerProcess
 from boruta.transport.addresses import CLIENT_ENDPOINT, DRYAD_ENDPOINT, EVENTS_ENDPOINT
 from boruta.transport.client import Client
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                       "boruta worker list[/]")
         dryads = start_dryads(server, state_dir)
         client = server.client(timeout=10.0)
+        token = secrets.token_urlsafe(32)
+        client.user_token(name="admin", token_hash=token_hash(token))
+        console.print(f"dashboard: {server.http}/ (token {token}); metrics: {server.http}/metrics")
         enrolled = len(client.dryad_list())
         uuids = bring_idle(client, expected)
         names = {uuid: f"w{n}" for n, uuid in enumerate(sorted(uuids), 1)}
