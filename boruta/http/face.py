@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -209,7 +208,7 @@ class HttpFace:
         if op.parks:
             wire_args = {**wire_args, "timeout": 0}
         call = Call(HTTP_ROUTE, None, None, None if app.cfg.insecure else f"http:{user.name}",
-                    user)
+                    user, request.remote if request is not None else None)
         args = None
         counts = endpoint.counts[op_name]
         counts.calls += 1
@@ -217,13 +216,7 @@ class HttpFace:
             args = op.check(wire_args)
             if endpoint.authorise is not None and op.access is not Access.ANYONE:
                 endpoint.authorise(op, call, args, app)
-            if counts.timed:            # counted as the endpoint counts them (metrics)
-                started = time.perf_counter()
-                result = endpoint.handlers[op_name](call, args)
-                counts.seconds += time.perf_counter() - started
-                counts.timed_calls += 1
-            else:
-                result = endpoint.handlers[op_name](call, args)
+            result = endpoint.call_handler(op, call, args)   # timed as the endpoint times it
         except Exception as exc:
             app.stats.errors += 1
             endpoint.count_error(op, exc.code if isinstance(exc, BorutaError) else "internal")

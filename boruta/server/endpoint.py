@@ -61,6 +61,7 @@ class Call:
     frame: Any = None            # the payload as a zmq.Frame (Peer-Address, User-Id)
     key: str | None = None       # the connection's CURVE public key (None: insecure)
     user: User | None = None     # the user holding that key (client endpoint)
+    ip: str | None = None        # the peer's address where no frame carries it (HTTP)
 
     @property
     def identity(self) -> bytes:
@@ -76,7 +77,7 @@ class Call:
     def peer_ip(self) -> str | None:
         """The IP the peer connected from (None for ipc, inproc, or a copied frame)."""
         if self.frame is None:
-            return None
+            return self.ip
         try:
             return self.frame.get("Peer-Address")
         except Exception:        # zmq raises for transports without a peer address
