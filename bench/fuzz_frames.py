@@ -73,6 +73,7 @@ BY_KIND: dict[str, list[Any]] = {
                   {"limit": 2**64 - 1}, {"id": 1.5}, {"direction": 0}, {"extra": 1}],
     "bool": [0, 1, "true", "yes"],
     "ints": [[0, 16], [5, 2], [1], [1, 2, 3], [1, 17], [-1, 4], ["1", "2"], [1.5, 2]],
+    "ids": [[-1], [2**64], ["1"], [1.5], 7, [None], list(range(10_001)), [True]],
 }
 FUZZ_USERS = ["fuzz-a", "fuzz-b", "Fuzz", "", "fuzz\nx", "f" * 40]
 
@@ -163,6 +164,8 @@ class Frames:
         if kind == "bool":
             return rng.random() < 0.5
         if kind == "seconds":
+            if name == "lease":
+                return rng.choice([None, 30.0, 600.0])
             return rng.choice([0, 0.001, 0.01, 0.05, 0.2])
         if kind == "time":
             moment = self.now() + rng.uniform(-5, 7200 if name == "deadline" else 30)
@@ -177,6 +180,8 @@ class Frames:
             if name == "keys":
                 return [self.key()]
             return rng.sample(GROUPS, rng.randint(0, 2))
+        if kind == "ids":
+            return [self.valid(op, name, "id") for _ in range(rng.randint(0, 5))]
         if kind == "ints":
             high = rng.randint(1, 16)
             return [high, rng.randint(high, 16)]

@@ -125,6 +125,8 @@ class FakeClient:
                           user_doc("ci", [PUB1, PUB2], role="admin", priorities=[8, 16])],
             "dryad_enroll": lambda uuid, key: {"uuid": uuid, "key": key},
             "dryad_list": [{"uuid": W1, "key": PUB2}],
+            "renew_leases": lambda ids: {"held": list(ids), "lost": []},
+            "queue_position": {"state": "WAITING", "ahead": 3, "ready": 12},
         }
 
     def open(self, endpoint: str, timeout: float, **kw: Any) -> "FakeClient":

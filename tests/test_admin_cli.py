@@ -136,7 +136,7 @@ def test_dump_refusals(run, tmp_path: Path) -> None:
     assert not (tmp_path / "nothing").exists()             # a dump creates nothing
     make_state(tmp_path / "newer")
     db = sqlite3.connect(tmp_path / "newer" / DB_NAME)
-    db.execute("UPDATE meta SET value='5' WHERE key='schema_version'")
+    db.execute(f"UPDATE meta SET value='{SCHEMA_VERSION + 1}' WHERE key='schema_version'")
     db.commit()
     db.close()
     r = run("admin", "dump", "--state-dir", str(tmp_path / "newer"))

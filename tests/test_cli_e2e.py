@@ -145,7 +145,7 @@ def test_request_new_wait_json(shared_server: ServerProcess, cli, tmp_path: Path
     farm = shared_server.farm(1, caps=caps)
     _idle(cli, farm.dryads[0].uuid, shared_server.client())
     r = cli("request", "new", "--caps", f"device_type={caps['device_type']}", "--wait",
-            "--timeout", "20", "--json")
+            "--no-lease", "--timeout", "20", "--json")      # prints, then exits: no hold
     assert r.code == 0, r
     doc = r.json()
     assert doc["state"] == "IN PROGRESS" and doc["caps"] == caps

@@ -33,7 +33,8 @@ def test_request_new_prints_the_id(run, fake):
     assert r.out == "7\n"
     (args, kwargs), = fake.called("new_request")
     assert args == ({"device_type": "rpi4", "display": "yes"}, request_cmd.DEFAULT_PRIORITY)
-    assert kwargs == {"valid_after": None, "deadline": None, "queue_unsatisfiable": False}
+    assert kwargs == {"valid_after": None, "deadline": None, "queue_unsatisfiable": False,
+                      "lease": None}                  # no --wait: the request outlives us
 
 
 def test_request_new_options(run, fake):
@@ -55,7 +56,8 @@ def test_request_new_json_is_the_request(run, fake):
     assert r.code == 0, r
     doc = r.json()
     assert doc == req().to_dict()
-    assert set(doc) == {"id", "priority", "state", "caps", "owner", "valid_after", "deadline", "job"}
+    assert set(doc) == {"id", "priority", "state", "caps", "owner", "valid_after", "deadline", "job",
+                         "lease"}
     assert doc["valid_after"].endswith("Z")
     assert doc["owner"] == {"name": "alice", "groups": ["lab"]}
     assert fake.called("get_request_info") == [((7,), {})]

@@ -71,7 +71,7 @@ def test_client_encodes_what_the_server_converts() -> None:
     """Every argument a client sends with its defaults is accepted by the declaration."""
     samples = {"caps": {"device_type": "rpi4"}, "priority": 4, "req_id": 7, "uuid": "u-1",
                "state": "idle", "timeout": 1.5, "name": "alice", "key": KEY, "keys": [KEY],
-               "token_hash": "0" * 64}
+               "token_hash": "0" * 64, "ids": [7, 8]}
     for op in CLIENT_OPS.values():
         values = {arg.python_name: samples[arg.python_name]
                   for arg in op.args if arg.required}

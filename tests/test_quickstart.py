@@ -38,7 +38,7 @@ QUICKSTART = [
     ".venv/bin/python -m boruta.sim.dryads --count 5 --caps device_type=rpi4 --ssh &",
     ".venv/bin/boruta worker list",
     ".venv/bin/boruta worker set-state <UUID> IDLE",
-    ".venv/bin/boruta request new --caps device_type=rpi4 --priority 4 --wait",
+    ".venv/bin/boruta request new --caps device_type=rpi4 --priority 4 --wait &",
     "ssh -i ./boruta-1.key -p <PORT> boruta-user@127.0.0.1",
     ".venv/bin/boruta request close 1",
 ]
@@ -76,6 +76,7 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
     settings = [item for key, value in LOOPBACK.items() for item in ("--set", f"{key}={value}")]
     server = Child(argv(next(lines)) + settings, tmp_path / "server.log", cwd=tmp_path)
     boards: Child | None = None
+    holder: Child | None = None
     try:
         endpoints = parse_fields(server.expect("boruta server ready"))
         env = child_env(BORUTA_SERVER=endpoints["listen"])
@@ -102,7 +103,9 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
         worker = uuids[0]
         run(next(lines).replace("<UUID>", worker))        # worker set-state <UUID> IDLE
 
-        printed = run(next(lines)).splitlines()           # request new --wait
+        holder = Child(argv(next(lines)), tmp_path / "holder.log", cwd=tmp_path, env=env)
+        printed = [holder.expect("1")]                    # request new --wait &: the ID,
+        printed += [holder.expect("Request 1 is IN PROGRESS"), holder.expect("ssh ")]
         assert printed[0] == "1"
         assert f"Request 1 is IN PROGRESS on worker {worker}." in printed
         key_file = tmp_path / "boruta-1.key"
@@ -125,6 +128,9 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
             assert (openssh.returncode, openssh.stdout) == (0, output), openssh.stderr
 
         run(next(lines))                                  # request close 1
+        assert holder.proc.wait(15) == 0                  # the holder saw its request end
+        assert "Request 1 ended: DONE." in holder.log()
+        holder.close()
         assert next(lines, None) is None
         client = Client.from_config(timeout=10)          # the admin, as the CLI was
         try:
@@ -139,8 +145,9 @@ def test_quickstart_ends_in_a_working_ssh_session(tmp_path: Path) -> None:
         assert boards.stop() == 0
         assert server.stop() == 0
     finally:
-        if boards is not None:
-            boards.close()
+        for child in (holder, boards):
+            if child is not None:
+                child.close()
         server.close()
     assert "Traceback" not in server.log() + boards.log()
 

@@ -80,6 +80,8 @@ OPERATION_COMMANDS: dict[str, str] = {
     "acquire_worker": "request acquire",
     "prolong_access": "request prolong",
     "wait_request": "request wait",
+    "renew_leases": "request renew",
+    "queue_position": "request position",
     "list_workers": "worker list",
     "get_worker_info": "worker show",
     "set_state": "worker set-state",

@@ -224,7 +224,19 @@ def print_request(req: ReqInfo, stream: TextIO | None = None) -> None:
         ("Deadline", _fmt_time(req.deadline)),
         ("Worker", req.job.worker_uuid if req.job else NONE),
         ("Job ends", _fmt_time(req.job.timeout) if req.job else NONE),
+        ("Lease", f"{req.lease:g} s grace" if req.lease is not None else NONE),
     ], stream)
+
+
+def queue_place(req_id: int, doc: Mapping[str, Any]) -> str:
+    """One line for a request's place: `Request 7: WAITING, 3 ahead of it (12 ready).`"""
+    state = doc.get("state", "?")
+    if state != "WAITING":
+        return f"Request {req_id}: {state}."
+    ahead, ready = doc.get("ahead"), doc.get("ready", 0)
+    if ahead is None:
+        return f"Request {req_id}: WAITING, not ready yet (its ValidAfter is to come)."
+    return f"Request {req_id}: WAITING, {ahead} ahead of it ({ready} ready)."
 
 
 def print_worker(worker: WorkerInfo, stream: TextIO | None = None) -> None:

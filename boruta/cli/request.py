@@ -1,13 +1,15 @@
 """`boruta request ...`: file, inspect and use requests for workers."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import click
 
 from boruta.cli import output as out
 from boruta.cli.access import acquire, check_key_out, print_access, public_access
 from boruta.cli.errors import refused, remember_created, wait_reported
+from boruta.cli.hold import closed_on_interrupt, hold
 from boruta.cli.options import (
     CAP,
     CONTEXT,
@@ -26,6 +28,7 @@ from boruta.cli.options import (
 )
 from boruta.cli.session import client_session, fetch_after, report_change
 from boruta.core.types import HI_PRIO, LO_PRIO, ReqState, RequestFilter
+from boruta.transport.leases import DEFAULT_LEASE
 
 DEFAULT_PRIORITY = 8       # halfway between HI_PRIO (1) and LO_PRIO (16)
 
@@ -62,10 +65,24 @@ def request() -> None:
               help="Then wait for a worker and write its key, as `request acquire` does.")
 @click.option("--key-out", metavar="PATH",
               help="With --wait: where to write the private key (default ./boruta-ID.key).")
+@click.option("--lease", "lease", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              default=DEFAULT_LEASE, show_default=True,
+              help="With --wait: the lease's grace; the server closes the request this long "
+                   "after the command dies.")
+@click.option("--no-lease", is_flag=True,
+              help="With --wait: no lease; print the access and exit, leaving the request "
+                   "open until it is closed or its job times out.")
 @global_options(WAIT_TIMEOUT_HELP.format(what=" for a worker with --wait (default 1 hour)"))
 def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: Any,
-                deadline: Any, queue_unsatisfiable: bool, wait: bool, key_out: str | None) -> None:
+                deadline: Any, queue_unsatisfiable: bool, wait: bool, key_out: str | None,
+                lease: float, no_lease: bool) -> None:
     """File a new request and print its ID.
+
+    With --wait it then waits for a worker, prints how to log in, and holds
+    the request by a lease until Ctrl-C (which closes it) or until the
+    request ends; if the command is killed, the server closes the request
+    after the lease's grace. Without --wait, or with --no-lease, the request
+    stays open after the command exits.
 
     \b
     Examples:
@@ -73,15 +90,21 @@ def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: A
       boruta request new --caps device_type=rpi4 --caps display=yes --priority 2 --deadline +2h
       ID=$(boruta request new --caps device_type=rpi4)
       boruta request new --caps device_type=rpi4 --wait --timeout 30m
+      boruta request new --caps device_type=rpi4 --wait --no-lease --key-out rpi4.key
     """
     capmap = caps_dict(caps)
     if key_out is not None and not wait:
         raise click.UsageError("--key-out only makes sense with --wait")
+    if no_lease and not wait:
+        raise click.UsageError("--no-lease only makes sense with --wait (a request filed "
+                               "without --wait has no lease)")
     if wait:
         check_key_out(key_out or "./boruta-0.key")
+    leased = wait and not no_lease
     with client_session(waits=wait) as client:
         req_id = client.new_request(capmap, priority, valid_after=valid_after, deadline=deadline,
-                                    queue_unsatisfiable=queue_unsatisfiable)
+                                    queue_unsatisfiable=queue_unsatisfiable,
+                                    lease=lease if leased else None)
         remember_created(req_id)
         if not wait:
             if json_mode():
@@ -91,14 +114,22 @@ def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: A
             return
         if not json_mode():
             click.echo(req_id)
-        access = acquire(client, req_id, key_out)
-        if json_mode():
-            doc = out.to_jsonable(fetch_after(lambda: client.get_request_info(req_id),
-                                              {"id": req_id}))
-            doc["access"] = public_access(access)
-            out.print_json(doc)
-        else:
-            print_access(req_id, access)
+        with closed_on_interrupt(client, req_id) if leased else _nothing():
+            access = acquire(client, req_id, key_out)
+            if json_mode():
+                doc = out.to_jsonable(fetch_after(lambda: client.get_request_info(req_id),
+                                                  {"id": req_id}))
+                doc["access"] = public_access(access)
+                out.print_json(doc)
+            else:
+                print_access(req_id, access)
+            if leased:
+                hold(client, req_id)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 @request.command("list")
@@ -233,6 +264,49 @@ def request_prolong(req_id: int) -> None:
         click.echo(f"Request {req_id} prolonged; its job now ends at {out.iso(req.job.timeout)}.")
     else:
         click.echo(f"Request {req_id} prolonged.")
+
+
+@request.command("renew")
+@click.argument("req_ids", metavar="ID...", type=REQ_ID, nargs=-1, required=True)
+@global_options()
+def request_renew(req_ids: tuple[int, ...]) -> None:
+    """Renew the leases of your requests by hand (a script holding a lease).
+
+    The clients renew their leases themselves; this is for a shell script
+    that holds a request filed with a lease by another command. Exit status
+    1 if any lease is lost (the request ended, or its grace passed).
+
+    \b
+    Example:
+      while sleep 20; do boruta request renew 7 || break; done
+    """
+    with client_session() as client:
+        result = client.renew_leases(list(req_ids))
+    lost = [int(i) for i in result.get("lost", [])]
+    if json_mode():
+        out.print_json(result)
+    else:
+        for req_id in result.get("held", []):
+            click.echo(f"Request {req_id}: lease renewed.")
+    if lost:
+        raise refused(f"no lease held for request{'s' if len(lost) > 1 else ''} "
+                      f"{', '.join(map(str, lost))} (ended, without a lease, not yours, "
+                      "or its grace passed)", "lease_lost")
+
+
+@request.command("position")
+@click.argument("req_id", metavar="ID", type=REQ_ID)
+@global_options()
+def request_position(req_id: int) -> None:
+    """Where a waiting request stands in the queue.
+
+    \b
+    Example:
+      boruta request position 7
+    """
+    with client_session() as client:
+        doc = client.queue_position(req_id)
+    show(doc, lambda d: click.echo(out.queue_place(req_id, d)))
 
 
 @request.command("wait")

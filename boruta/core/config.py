@@ -22,6 +22,11 @@ class SchedulerConfig:
     max_caps_entries: int = 64
     max_cap_key_length: int = 64          # characters
     max_cap_value_length: int = 256       # characters
+    # The grace a client may ask for its request's lease (seconds without a
+    # renewal before the server closes the request). Too short and a stalled
+    # network closes live jobs; too long and a dead CI job holds its board.
+    lease_min: float = 5.0
+    lease_max: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.default_deadline_months < 1:
@@ -32,6 +37,9 @@ class SchedulerConfig:
             raise ValueError("prolong_limit must not be negative")
         if self.retention is not None and not self.retention > 0:
             raise ValueError("retention must be positive")
+        if not 0 < self.lease_min <= self.lease_max < float("inf"):
+            raise ValueError("lease_min and lease_max must be positive, finite, "
+                             "and lease_min <= lease_max")
         for name in ("max_caps_entries", "max_cap_key_length", "max_cap_value_length"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -12,7 +12,9 @@ changes anything, so a refused call leaves no trace.
 
 The rules are upstream Boruta's, with these departures: a request no
 registered worker could ever serve is refused (or, if queued anyway, turns
-INVALID when the last worker that could serve it leaves); upstream's
+INVALID when the last worker that could serve it leaves); a request may
+be held by a lease its client renews, and is closed when the renewals stop
+for the lease's grace (a killed CI job frees its board); upstream's
 defects are not reproduced; the shell answers an acquire as soon as the
 request is assigned. Times outside the window of `boruta.core.types`
 (EARLIEST_TIME .. LATEST_TIME) are refused; times the core computes itself
@@ -49,6 +51,7 @@ from boruta.core.validation import (address_port, check_address, check_caps, che
 
 SECONDS_PER_DAY = 86_400
 _DEADLINE, _VALID_AFTER = int(TimerKind.DEADLINE), int(TimerKind.VALID_AFTER)
+_LEASE = int(TimerKind.LEASE)
 
 
 def add_months(ts: float, months: int) -> float:
@@ -79,7 +82,8 @@ OPEN_STATES = frozenset({ReqState.WAIT, ReqState.INPROGRESS})
 
 class _Request:
     __slots__ = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
-                 "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at", "owner")
+                 "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at", "owner",
+                 "lease", "lease_until")
 
     def __init__(self, req_id: int, priority: int, groups: tuple[str, ...],
                  caps: tuple[tuple[str, str], ...], valid_after: float, deadline: float,
@@ -98,6 +102,8 @@ class _Request:
         self.handle: int | None = None       # in the matcher while not None
         self.prolongs = 0
         self.ended_at: float | None = None
+        self.lease: float | None = None      # grace in seconds while held by a lease
+        self.lease_until = 0.0               # closed at this time unless renewed
 
     def info(self) -> ReqInfo:
         job = None
@@ -105,7 +111,7 @@ class _Request:
             job = JobInfo(self.job_worker, to_datetime(self.job_timeout))
         return ReqInfo(self.id, self.priority, UserInfo(self.groups, self.owner),
                        to_datetime(self.deadline), to_datetime(self.valid_after),
-                       self.state, job, dict(self.caps))
+                       self.state, job, dict(self.caps), self.lease)
 
 
 class _Worker:
@@ -163,6 +169,8 @@ class Scheduler:
         self._drained_counters = (0, 0)          # (last ID, last seq) the store has
         # Workers restored from the store whose dryad has not registered since.
         self._awaiting_dryad: set[str] = set()
+        # The requests in the matcher (ready to start), for their places in the queue.
+        self._ready: dict[int, _Request] = {}
 
     @property
     def matcher_kind(self) -> str:
@@ -191,6 +199,8 @@ class Scheduler:
                     continue
                 if kind is TimerKind.DEADLINE:
                     self._deadline_passed(req)
+                elif kind is TimerKind.LEASE:
+                    self._lease_check(req)
                 elif kind is TimerKind.JOB_TIMEOUT:
                     self._job_timed_out(req)
                 else:
@@ -214,12 +224,30 @@ class Scheduler:
             return req.deadline == when
         if kind == _VALID_AFTER:
             return req.valid_after == when
+        if kind == _LEASE:
+            return req.lease is not None       # its one entry, moved on when it fires early
         return req.job_timeout == when
 
     def _deadline_passed(self, req: _Request) -> None:
         if req.state is ReqState.WAIT and req.deadline <= self._now:
             self._leave_matcher(req)
             self._end_request(req, ReqState.TIMEOUT, "deadline passed")
+
+    def _lease_check(self, req: _Request) -> None:
+        """A lease's entry is due: close the request unless it was renewed meanwhile."""
+        if req.state is not ReqState.WAIT and req.state is not ReqState.INPROGRESS:
+            return
+        if req.lease is None:
+            return
+        if req.lease_until > self._now:
+            self._timers.push(req.lease_until, TimerKind.LEASE, req.id)
+            return
+        reason = f"lease expired (no renewal for {req.lease:g} s)"
+        if req.state is ReqState.WAIT:
+            self._leave_matcher(req)
+            self._end_request(req, ReqState.CANCEL, reason)
+        else:
+            self._finish_job(req, ReqState.DONE, reason)
 
     def _job_timed_out(self, req: _Request) -> None:
         if (req.state is ReqState.INPROGRESS and req.job_timeout is not None
@@ -238,17 +266,20 @@ class Scheduler:
         # The interned (key, value) pairs as they are: both matchers take dict()'s input.
         req.handle = self._matcher.add_request(req.id, req.caps, req.groups,
                                                req.priority, req.seq)
+        self._ready[req.id] = req
 
     def _leave_matcher(self, req: _Request) -> None:
         if req.handle is not None:
             self._matcher.remove_request(req.handle)
             req.handle = None
+            del self._ready[req.id]
 
     def _match(self) -> None:
         for req_id, uuid in self._matcher.match():
             req = self._requests[req_id]
             worker = self._workers[uuid]
             req.handle = None
+            del self._ready[req_id]
             req.state = ReqState.INPROGRESS
             req.job_worker = uuid
             req.job_timeout = self._job_timeout()
@@ -316,12 +347,14 @@ class Scheduler:
     def new_request(self, caps: Mapping[str, str], priority: int,
                     owner: UserInfo | None = None, valid_after: datetime | None = None,
                     deadline: datetime | None = None, *,
-                    queue_unsatisfiable: bool = False) -> int:
+                    queue_unsatisfiable: bool = False, lease: float | None = None) -> int:
         """Queue a request; returns its ID.
 
         Checked in upstream's order; caps no registered worker could serve are
         refused unless `queue_unsatisfiable`. Without a deadline, the request
-        must start within `default_deadline_months` calendar months.
+        must start within `default_deadline_months` calendar months. With a
+        `lease` (its grace in seconds), the request is closed once `lease`
+        seconds pass without a renewal (`renew_leases`).
         """
         self.advance()
         now = self._now
@@ -342,6 +375,8 @@ class Scheduler:
             if valid_ts > deadline_ts:
                 raise InvalidTimeRangeError()
         self._check_priority(priority)
+        if lease is not None:
+            self._check_lease(lease)
         if not queue_unsatisfiable and not self._matcher.satisfiable(wanted, groups):
             raise NoMatchingWorkerError(
                 "No matching worker: no registered worker has these capabilities and groups")
@@ -353,11 +388,61 @@ class Scheduler:
         self._dirty_requests.add(req.id)
         self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, "created"))
         self._timers.push(deadline_ts, TimerKind.DEADLINE, req.id)
+        if lease is not None:
+            req.lease = float(lease)
+            req.lease_until = now + req.lease
+            self._timers.push(req.lease_until, TimerKind.LEASE, req.id)
         if self._maybe_ready(req):
             self._match()
         else:
             self._timers.push(valid_ts, TimerKind.VALID_AFTER, req.id)
         return req.id
+
+    def _check_lease(self, lease: Any) -> None:
+        low, high = self.config.lease_min, self.config.lease_max
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) \
+                or not low <= lease <= high:
+            raise BadArgumentError(f"lease must be a number of seconds from {low:g} to {high:g}, "
+                                   f"not {lease!r}")
+
+    def renew_leases(self, req_ids: Any, owner: str | None = None) -> tuple[list[int], list[int]]:
+        """Renew the leases of these requests: each is held for its grace from now.
+
+        Returns (held, lost): lost are the IDs the server holds no lease for on the
+        caller's behalf (unknown, ended, without a lease, or, when `owner` is given,
+        someone else's: whose they are is not said). Renewals write nothing durable:
+        after a restart every lease gets its whole grace again.
+        """
+        self.advance()
+        if not isinstance(req_ids, (list, tuple)):
+            raise BadArgumentError("request IDs must be a list")
+        for req_id in req_ids:
+            check_int(req_id, "request ID")
+        held: list[int] = []
+        lost: list[int] = []
+        books, now = self._requests, self._now
+        for req_id in req_ids:
+            req = books.get(req_id)
+            if (req is None or req.lease is None or (owner is not None and req.owner != owner)
+                    or (req.state is not ReqState.WAIT and req.state is not ReqState.INPROGRESS)):
+                lost.append(req_id)
+                continue
+            req.lease_until = now + req.lease
+            held.append(req_id)
+        return held, lost
+
+    def queue_position(self, req_id: int) -> tuple[ReqState, int | None, int]:
+        """(state, ahead, ready): how many ready requests the matcher considers before
+        this one (higher priority, or the same and filed earlier), and how many are
+        ready in all. `ahead` is None when the request is not ready (not WAITING, or
+        its ValidAfter is to come). One pass over the ready requests."""
+        self.advance()
+        req = self._get_request(req_id)
+        if req.handle is None:
+            return req.state, None, len(self._ready)
+        key = (req.priority, req.seq)
+        ahead = sum(1 for r in self._ready.values() if (r.priority, r.seq) < key)
+        return req.state, ahead, len(self._ready)
 
     @staticmethod
     def _owner_name(owner: Any) -> str:
@@ -807,7 +892,7 @@ class Scheduler:
                 "caps": dict(req.caps), "valid_after": req.valid_after,
                 "deadline": req.deadline, "state": str(req.state), "job_worker": req.job_worker,
                 "job_timeout": req.job_timeout, "seq": req.seq, "prolongs": req.prolongs,
-                "ended_at": req.ended_at, "owner": req.owner}
+                "ended_at": req.ended_at, "owner": req.owner, "lease": req.lease}
 
     @staticmethod
     def _worker_record(worker: _Worker) -> dict[str, Any]:
@@ -893,6 +978,16 @@ class Scheduler:
             req.prolongs, req.ended_at = rec["prolongs"], rec["ended_at"]
             books[req.id] = req
             added += 1
+            lease = rec.get("lease")
+            if lease is not None:
+                lease = self._restored_lease(lease)
+            if lease is not None and req.state in OPEN_STATES:
+                # The grace restarts with the server: its holder gets the whole of it
+                # to reconnect and renew.
+                req.lease, req.lease_until = lease, now + lease
+                timers.append((req.lease_until, TimerKind.LEASE, req.id))
+            elif lease is not None:
+                req.lease = lease
             if req.state is ReqState.WAIT:
                 timers.append((req.deadline, TimerKind.DEADLINE, req.id))
                 if req.valid_after <= now < req.deadline:
@@ -907,6 +1002,14 @@ class Scheduler:
         if timers:
             self._timers.extend(timers)
         return added
+
+    def _restored_lease(self, lease: Any) -> float:
+        """A stored grace, within today's bounds (a file edited by hand, or bounds changed
+        since: a NaN or out-of-range grace must not keep a request forever)."""
+        low, high = self.config.lease_min, self.config.lease_max
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or lease != lease:
+            return high
+        return float(min(max(lease, low), high))
 
     def add_history(self, records: Any) -> int:
         """Finished requests from the store, after `restore` (the shell loads a long

@@ -1,4 +1,4 @@
-"""The request timers: ValidAfter, Deadline and job timeout in one heap.
+"""The request timers: ValidAfter, Deadline, job timeout and lease expiry in one heap.
 
 Rescheduling is a push: the entry it replaces stays in the heap, and the
 scheduler checks on firing whether an entry still means something (the
@@ -14,9 +14,15 @@ timers alone (a million waiting requests) is never scanned; and the stale
 entries stay within a small multiple of max(COMPACT_FLOOR, the entries the
 last compaction kept).
 
-At one instant deadlines fire first, then job timeouts, then requests
-becoming ready, so a request whose Deadline equals its ValidAfter times out
-rather than starts (as upstream's VerifyIfReady decides).
+At one instant deadlines fire first, then lapsed leases, then job timeouts,
+then requests becoming ready, so a request whose Deadline equals its
+ValidAfter times out rather than starts (as upstream's VerifyIfReady
+decides), and a request whose holder is gone never gets a worker.
+
+A lease's entry is not pushed again at each renewal (a renewal only moves
+the request's expiry): when the entry fires before the expiry it is pushed
+once at the expiry, so ten thousand leases renewed every few seconds cost
+the heap one push per lease per grace period, not one per renewal.
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ from typing import Callable
 
 class TimerKind(IntEnum):
     DEADLINE = 0
-    JOB_TIMEOUT = 1
-    VALID_AFTER = 2
+    LEASE = 1
+    JOB_TIMEOUT = 2
+    VALID_AFTER = 3
 
 
 # (when, kind, request ID) -> does the entry still mean something? `kind` is the plain int.

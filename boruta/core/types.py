@@ -121,6 +121,7 @@ class ReqInfo:
     state: ReqState
     job: JobInfo | None
     caps: Mapping[str, str]
+    lease: float | None = None       # the lease's grace in seconds; None: no lease
 
     def to_dict(self) -> dict[str, Any]:
         """The document the CLI prints with --json: ISO 8601 UTC times with a Z."""
@@ -134,6 +135,7 @@ class ReqInfo:
             "deadline": iso(self.deadline),
             "job": None if self.job is None else {
                 "worker_uuid": self.job.worker_uuid, "timeout": iso(self.job.timeout)},
+            "lease": self.lease,
         }
 
 

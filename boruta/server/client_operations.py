@@ -45,8 +45,20 @@ class ClientOperations:
             user.check_open(sched.open_requests(user.name))
             owner = user.owner
         req_id = sched.new_request(a["caps"], priority, owner, a["valid_after"], a["deadline"],
-                                   queue_unsatisfiable=bool(a["queue_unsatisfiable"]))
+                                   queue_unsatisfiable=bool(a["queue_unsatisfiable"]),
+                                   lease=a["lease"])
         return {"id": req_id}
+
+    def op_renew_leases(self, call: Call, a: dict[str, Any]) -> Any:
+        """A user renews only their own requests' leases (an admin anyone's)."""
+        user = call.user
+        owner = None if user is None or user.admin else user.name
+        held, lost = self.app.sched.renew_leases(a["ids"], owner)
+        return {"held": held, "lost": lost}
+
+    def op_queue_position(self, call: Call, a: dict[str, Any]) -> Any:
+        state, ahead, ready = self.app.sched.queue_position(a["id"])
+        return {"state": str(state), "ahead": ahead, "ready": ready}
 
     def op_update_request(self, call: Call, a: dict[str, Any]) -> Any:
         priority = a["priority"]

@@ -42,13 +42,13 @@ from typing import Any, Callable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
 from boruta.core.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
-from boruta.server.dump import IDENTITY_VERSION, DumpAndRestore
+from boruta.server.dump import IDENTITY_VERSION, LEASE_VERSION, DumpAndRestore
 from boruta.server.rows import (INSERT_REQUESTS, INSERT_WORKERS, REQUEST_COLUMNS, WORKER_COLUMNS,
                                 RowEncoder, StoreError, json_decoder)
 
 log = logging.getLogger("boruta.server.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DB_NAME = "boruta.sqlite3"
 LOCK_NAME = "boruta.lock"
 
@@ -101,6 +101,9 @@ _MIGRATIONS: list[list[str]] = [
     ["ALTER TABLE requests ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
      "CREATE TABLE users (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
      "CREATE TABLE enrolments (uuid TEXT PRIMARY KEY, key TEXT NOT NULL)"],
+    # 5: the grace of each request's lease (NULL: no lease). Renewals are not
+    # written: a restart gives every lease its whole grace again.
+    ["ALTER TABLE requests ADD COLUMN lease REAL"],
 ]
 LIVE = "state IN ('WAITING', 'IN PROGRESS')"          # what a restart reads first
 
@@ -112,7 +115,7 @@ _TIMES_OUT_OF_WINDOW = " OR ".join(
     f"({name} IS NOT NULL AND {name} NOT BETWEEN {EARLIEST_TIMESTAMP!r} AND {LATEST_TIMESTAMP!r})"
     for name in _TIME_COLUMNS)
 # What an older file, read as it is (readonly), holds in place of a column it lacks.
-_ABSENT_BEFORE = {"owner": (IDENTITY_VERSION, "''")}
+_ABSENT_BEFORE = {"owner": (IDENTITY_VERSION, "''"), "lease": (LEASE_VERSION, "NULL")}
 
 
 def _unusable(path: Path, exc: BaseException) -> StoreError:

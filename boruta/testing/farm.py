@@ -248,10 +248,12 @@ class InProcessFarm:
     # ------------------------------------------------------------------ requests
     def request(self, caps: Mapping[str, str] | None = None, priority: int = 8, *,
                 owner: UserInfo | None = None, valid_after: datetime | None = None,
-                deadline: datetime | None = None, queue_unsatisfiable: bool = False) -> int:
+                deadline: datetime | None = None, queue_unsatisfiable: bool = False,
+                lease: float | None = None) -> int:
         """A new request (priority 8 unless given); returns its ID."""
         req_id = self.scheduler.new_request(dict(caps or {}), priority, owner, valid_after,
-                                            deadline, queue_unsatisfiable=queue_unsatisfiable)
+                                            deadline, queue_unsatisfiable=queue_unsatisfiable,
+                                            lease=lease)
         self.drain()
         return req_id
 

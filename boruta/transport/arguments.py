@@ -91,6 +91,19 @@ def as_int_list(name: str, value: Any) -> list[int]:
     return items
 
 
+def request_ids(limit: int) -> Callable[[str, Any], list[int]]:
+    """A list of request IDs, at most `limit` of them."""
+    def check(name: str, value: Any) -> list[int]:
+        items = as_int_list(name, value)
+        if len(items) > limit:
+            raise BadArgumentError(f"argument '{name}' holds {len(items):,} IDs; "
+                                   f"at most {limit:,} per call")
+        if any(v < 0 for v in items):
+            raise BadArgumentError(f"argument '{name}' must hold request IDs (integers >= 0)")
+        return items
+    return check
+
+
 def as_seconds(name: str, value: Any) -> float:
     """A duration: a non-negative finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

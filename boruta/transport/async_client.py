@@ -22,6 +22,7 @@ from boruta.transport.credentials import Credentials
 from boruta.transport.errors import WaitTimeoutError, error_from_wire
 from boruta.transport.events import AsyncEventStream, topics
 from boruta.transport.handshake import HandshakeWatch
+from boruta.transport.leases import AsyncLeaseKeeper
 from boruta.transport.operations import Operation
 
 
@@ -46,6 +47,8 @@ class AsyncClient(ClientBase):
         self._watcher: asyncio.Task[None] | None = None
         self._watch: HandshakeWatch | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: The requests this client holds by lease, renewed by a task of its loop.
+        self.leases = AsyncLeaseKeeper(self)
 
     def _socket(self) -> zmq.asyncio.Socket:
         if self._sock is None:
@@ -141,8 +144,10 @@ class AsyncClient(ClientBase):
     async def perform(self, op: Operation, values: dict[str, Any]) -> Any:
         """Carry out a declared operation with the caller's values (by parameter name)."""
         if not op.parks:
-            return op.decode(await self.call(op.name, op.encode_args(values),
-                                             wait=op.reply_within))
+            wire = op.encode_args(values)
+            result = op.decode(await self.call(op.name, wire, wait=op.reply_within))
+            self.leases.track(op.name, wire, result)
+            return result
         last: WaitTimeoutError | None = None
         for slice_ in calls.slices(values.get("timeout"), self.park_slice):
             try:
@@ -163,6 +168,7 @@ class AsyncClient(ClientBase):
         return stream
 
     async def close(self) -> None:
+        await self.leases.stop()
         await self._drop_socket()
         if self._own_ctx and self._ctx is not None:
             self._ctx.destroy(0)

@@ -41,6 +41,7 @@ from boruta.transport.errors import (
 )
 from boruta.transport.events import EventStream, topics
 from boruta.transport.handshake import HandshakeWatch
+from boruta.transport.leases import LeaseKeeper
 from boruta.transport.operations import CLIENT_OPS, Operation
 
 
@@ -113,6 +114,8 @@ class Client(ClientBase):
         self._sock: zmq.Socket | None = None
         self._watch: HandshakeWatch | None = None
         self._streams: list[EventStream] = []
+        #: The requests this client holds by lease, renewed in the background.
+        self.leases = LeaseKeeper(self)
 
     # ------------------------------------------------------------------ plumbing
     def _socket(self) -> zmq.Socket:
@@ -180,7 +183,10 @@ class Client(ClientBase):
     def perform(self, op: Operation, values: dict[str, Any]) -> Any:
         """Carry out a declared operation with the caller's values (by parameter name)."""
         if not op.parks:
-            return op.decode(self.call(op.name, op.encode_args(values), wait=op.reply_within))
+            wire = op.encode_args(values)
+            result = op.decode(self.call(op.name, wire, wait=op.reply_within))
+            self.leases.track(op.name, wire, result)
+            return result
         last: WaitTimeoutError | None = None
         for slice_ in calls.slices(values.get("timeout"), self.park_slice):
             try:
@@ -201,6 +207,9 @@ class Client(ClientBase):
         return stream
 
     def close(self) -> None:
+        """Close the sockets and stop renewing leases (the server closes those requests
+        after their grace; close them first to free their workers at once)."""
+        self.leases.stop()
         self._reset()
         for stream in self._streams:
             stream.close()

@@ -33,7 +33,8 @@ def request_in(doc: Mapping[str, Any]) -> ReqInfo:
         state=ReqState(doc["state"]),
         job=None if job is None else JobInfo(job["worker_uuid"],
                                              as_time("timeout", job["timeout"])),
-        caps=dict(doc.get("caps") or {}))
+        caps=dict(doc.get("caps") or {}),
+        lease=None if doc.get("lease") is None else float(doc["lease"]))
 
 
 def _owner_in(owner: Mapping[str, Any]) -> UserInfo:

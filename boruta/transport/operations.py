@@ -33,6 +33,7 @@ from boruta.core.errors import (AlreadyExistsError, BadArgumentError, BorutaErro
 from boruta.core.types import ReqState, WorkerState, iso, parse_req_state, parse_worker_state
 from boruta.transport import arguments as a
 from boruta.transport import documents
+from boruta.transport.leases import DEFAULT_LEASE, MAX_RENEWALS
 from boruta.transport.errors import (DeregisteredError, DryadError, NotRegisteredError,
                                      RequestEndedError, ServerBusyError, WaitTimeoutError)
 
@@ -217,9 +218,25 @@ CLIENT_OPS: dict[str, Operation] = _table(
               Arg("deadline", "time", a.opt(a.as_time),
                   doc="start by, else TIMEOUT (nil: now + the default)", encode=encode_time),
               Arg("queue_unsatisfiable", "bool", a.opt(a.as_bool), default=False,
-                  doc="queue even when no registered worker has the caps", encode=bool)),
+                  doc="queue even when no registered worker has the caps", encode=bool),
+              Arg("lease", "seconds", a.opt(a.as_seconds), default=DEFAULT_LEASE,
+                  doc="hold the request by a lease of this grace, renewed by the client "
+                      "(nil: no lease; the clients' default: "
+                      f"{DEFAULT_LEASE:g})")),
         result='{"id": n}', errors=(*_TIME_ERRORS, NoMatchingWorkerError),
         access=Access.ANYONE, decode=_new_id),
+    Operation(
+        "renew_leases", CLIENT,
+        "Renew the leases of your requests; answers which are held and which are lost.",
+        args=(Arg("ids", "ids", a.request_ids(MAX_RENEWALS), True,
+                  f"the request IDs (at most {MAX_RENEWALS:,})", encode=encode_list),),
+        result='{"held": [id...], "lost": [id...]}', idempotent=True, access=Access.ANYONE),
+    Operation(
+        "queue_position", CLIENT,
+        "A request's state, how many ready requests come before it (nil: it is not "
+        "ready), and how many are ready.",
+        args=(_id(),), result='{"state", "ahead", "ready"}', errors=(NotFoundError,),
+        idempotent=True),
     Operation(
         "update_request", CLIENT, "Change a WAITING request's priority or times.",
         args=(_id(), Arg("priority", "int", a.opt(a.as_int), doc="nil or 0: unchanged"),
