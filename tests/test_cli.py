@@ -149,7 +149,7 @@ COMMANDS = [
     (), ("request",), ("request", "new"), ("request", "list"), ("request", "show"),
     ("request", "update"), ("request", "close"), ("request", "acquire"), ("request", "prolong"),
     ("request", "wait"), ("worker",), ("worker", "list"), ("worker", "show"),
-    ("worker", "set-state"), ("worker", "set-groups"), ("worker", "deregister"), ("events",),
+    ("worker", "set-state"), ("worker", "set-groups"), ("worker", "deregister"), ("events",), ("top",),
     ("worker", "healthcheck"), ("ping",), ("server",), ("dryad",), ("dryad", "init"),
     ("admin",), ("admin", "dump"), ("admin", "restore"),
 ]

@@ -38,6 +38,7 @@ from boruta.cli.events import events
 from boruta.cli.options import CONTEXT, global_options, json_setting, with_ports
 from boruta.cli.request import request
 from boruta.cli.server import ping, server
+from boruta.cli.top import top
 from boruta.cli.worker import worker
 from boruta.core.errors import BorutaError
 from boruta.transport.errors import HandshakeError
@@ -65,7 +66,7 @@ def cli() -> None:
     """
 
 
-for _command in (request, worker, events, ping, server, dryad, admin):
+for _command in (request, worker, events, top, ping, server, dryad, admin):
     cli.add_command(_command)
 
 # Which command calls each operation of the client endpoint (a test checks that every

@@ -10,6 +10,7 @@ hold, or one side does not use CURVE (`server_key_mismatch`).
 """
 from __future__ import annotations
 
+import signal
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -84,3 +85,18 @@ def remember_created(req_id: int) -> None:
 def error_extra(meta: dict[str, Any]) -> dict[str, Any]:
     """What an error report adds from the command's context: the request it created."""
     return {"request_id": meta.get(_CREATED_KEY)}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a long-running command as Ctrl-C does: through every `finally`
+    (a terminal restored, a held request closed)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

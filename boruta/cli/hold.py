@@ -10,35 +10,29 @@ the request after its grace.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from typing import Any, Iterator
 
 import click
 
+from boruta.cli.errors import sigterm_interrupts
 from boruta.core.errors import BorutaError
 from boruta.core.types import ReqState
 
 ENDED = [ReqState.DONE, ReqState.FAILED, ReqState.CANCEL, ReqState.TIMEOUT, ReqState.INVALID]
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def closed_on_interrupt(client: Any, req_id: int) -> Iterator[None]:
     """Ctrl-C or SIGTERM inside: close the request (best effort), then stop as interrupted."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    except KeyboardInterrupt:
-        with contextlib.suppress(BorutaError):
-            client.close_request(req_id)
-            click.echo(f"Request {req_id} closed.", err=True)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_interrupts():
+        try:
+            yield
+        except KeyboardInterrupt:
+            with contextlib.suppress(BorutaError):
+                client.close_request(req_id)
+                click.echo(f"Request {req_id} closed.", err=True)
+            raise
 
 
 def hold(client: Any, req_id: int) -> ReqState:

@@ -97,7 +97,7 @@ def make_console(stream: TextIO | None = None) -> Console:
                    soft_wrap=False)
 
 
-class _Printer:
+class Printer:
     """Rich renderables to a terminal as they are; to a pipe or file as plain text
     without the trailing blanks that padded table cells leave."""
 
@@ -146,7 +146,7 @@ def _row(table: Table, *cells: Any) -> None:
 
 def print_request_table(reqs: Sequence[ReqInfo], info: ListInfo | None,
                         backward: bool = False, stream: TextIO | None = None) -> None:
-    console = _Printer(stream)
+    console = Printer(stream)
     if not reqs:
         console.print(Text(f"No requests{_total_suffix(info)}."))
         return
@@ -164,7 +164,7 @@ def print_request_table(reqs: Sequence[ReqInfo], info: ListInfo | None,
 
 def print_worker_table(workers: Sequence[WorkerInfo], info: ListInfo | None,
                        backward: bool = False, stream: TextIO | None = None) -> None:
-    console = _Printer(stream)
+    console = Printer(stream)
     if not workers:
         console.print(Text(f"No workers{_total_suffix(info)}."))
         return
@@ -191,7 +191,7 @@ def _total_suffix(info: ListInfo | None) -> str:
     return ""
 
 
-def _print_summary(console: _Printer, shown: int, info: ListInfo | None, noun: str,
+def _print_summary(console: Printer, shown: int, info: ListInfo | None, noun: str,
                    hint: str | None) -> None:
     if info is None:
         return
@@ -203,7 +203,7 @@ def _print_summary(console: _Printer, shown: int, info: ListInfo | None, noun: s
 
 
 def print_fields(fields: Sequence[tuple[str, Any]], stream: TextIO | None = None) -> None:
-    console = _Printer(stream)
+    console = Printer(stream)
     table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0),
                   show_edge=False)
     table.add_column(style="bold", no_wrap=True)
