@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 EXT    := boruta/_matcher$(shell $(PYTHON) -c "import sysconfig;print(sysconfig.get_config_var('EXT_SUFFIX'))")
 
-.PHONY: test check fuzz bench bench-e2e demo build clean system-deps
+.PHONY: test check fuzz bench bench-ci bench-e2e demo build clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,11 +56,16 @@ fuzz: build
 bench: build
 	$(PY) -m bench
 
+# The short set CI runs (seconds): saved under .benchmarks/ and shown next to the
+# previous run; fails only if the compiled matcher is missing or has lost its lead.
+bench-ci: build
+	$(PY) -m bench.ci
+
 bench-e2e: build
 	$(PY) -m bench --e2e
 
 demo: build
-	$(PY) -m boruta.sim.demo
+	$(PY) -m boruta.sim.demo $(if $(DURATION),--duration $(DURATION))
 
 clean:
 	rm -rf $(VENV) build boruta/*.so boruta/_matcher.c *.egg-info

@@ -491,20 +491,16 @@ def s2_scheduler(kind: str, W: int, R: int, events: int, seed: int = SEED,
 
 
 # ----------------------------------------------------------------------------- S3 scheduler
-def s3_scheduler(kind: str, W: int, R: int, calls: int, seed: int = SEED,
-                 budget: float = DEFAULT_BUDGET, idle_share: float = 0.10) -> dict[str, Any]:
-    """90% of workers RUNNING, 10% IDLE, a backlog no idle worker serves; arrivals.
+def s3_scheduler_state(kind: str, W: int, R: int, seed: int = SEED, idle_share: float = 0.10):
+    """S3's starting point: 90% of workers RUNNING, 10% IDLE, a backlog no idle worker serves.
 
-    Timed: new_request (with its satisfiability check, as the server does) +
-    drain_effects. Untimed: a worker that took the new request finishes at
-    once (close_request, worker_prepared) and is IDLE again.
+    Returns (scheduler, clock, farm, idle_index, backlog).
     """
     f = farm(W, R, seed)
     rng = random.Random(f"s3:{seed}")
     idle_index = sorted(rng.sample(range(W), int(W * idle_share)))
     idle_set = set(idle_index)
     backlog = split_by_idle_service(f.requests, f.workers, idle_index)
-    stream = more_requests(f.workers, calls, seed, R + 1)
     s, clock = sched_with_workers(kind, f.workers)
     for w in f.workers:
         sched_bring_idle(s, w["uuid"])
@@ -513,6 +509,19 @@ def s3_scheduler(kind: str, W: int, R: int, calls: int, seed: int = SEED,
     first = _starts(sched_queue(s, clock, backlog))
     if first:
         raise RuntimeError(f"S3 setup: the backlog should match no idle worker, got {first[:3]}")
+    return s, clock, f, idle_index, backlog
+
+
+def s3_scheduler(kind: str, W: int, R: int, calls: int, seed: int = SEED,
+                 budget: float = DEFAULT_BUDGET, idle_share: float = 0.10) -> dict[str, Any]:
+    """90% of workers RUNNING, 10% IDLE, a backlog no idle worker serves; arrivals.
+
+    Timed: new_request (with its satisfiability check, as the server does) +
+    drain_effects. Untimed: a worker that took the new request finishes at
+    once (close_request, worker_prepared) and is IDLE again.
+    """
+    s, clock, f, idle_index, backlog = s3_scheduler_state(kind, W, R, seed, idle_share)
+    stream = more_requests(f.workers, calls, seed, R + 1)
     lat: list[int] = []
     outcome: list[list] = []
     finished = False
