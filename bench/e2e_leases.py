@@ -6,8 +6,8 @@
     python -m bench.e2e_leases --markdown      # the table as Markdown (docs/benchmarks.md)
 
 - Renewals: a server holding `--requests` open leased requests (waiting: no
-  worker has their caps), renewed at the clients' default period (a third of
-  the default 90 s grace), measured as the server's CPU (user + system, from
+  worker has their caps), renewed at the clients' default period (half of
+  the default 240 s grace), measured as the server's CPU (user + system, from
   /proc) over `--window` seconds, against the same server over the same
   window without renewals. Two ways to hold them: one holder per request
   (10,000 CI jobs, each renewing its own: one call per request per period,

@@ -25,7 +25,7 @@ from e2e_helpers import server_factory, unique_caps, wait_until  # noqa: F401
 pytestmark = pytest.mark.slow
 
 GRACE = 2.0
-#: The server accepts graces this short only in tests: renewals every GRACE/3 s.
+#: The server accepts graces this short only in tests: renewals every GRACE/2 s.
 SHORT_LEASES = {"lease_min": 1.0}
 
 def holder(server: Any, tmp_path: Path, device_type: str, grace: float = GRACE) -> tuple[Child, int]:

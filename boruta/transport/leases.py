@@ -3,9 +3,9 @@
 A request filed with a lease (its grace, in seconds) is closed by the server
 once the grace passes without a renewal: a CI job killed mid-test, or a
 laptop gone to sleep, frees its board after the grace instead of after the
-job timeout. The clients renew their leases in the background, every third
-of the shortest grace they hold (as the ZeroMQ guide's Paranoid Pirate
-sends heartbeats: two renewals may be lost before the lease is). One
+job timeout. The clients renew their leases in the background, twice per
+the shortest grace they hold, each round resent as reads are (the ZeroMQ
+guide's Lazy Pirate), so only a whole failed round counts. One
 `renew_leases` call renews up to MAX_RENEWALS requests, so a client holding
 many requests costs the server one call per period, not one per request.
 
@@ -33,10 +33,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("boruta.leases")
 
-#: A client's default grace: a server or network hiccup of a minute costs no job.
-DEFAULT_LEASE = 90.0
-#: Renewals sent per grace: the lease survives two lost ones.
-RENEWALS_PER_GRACE = 3
+#: Renewals sent per grace. Each round is itself resent on a fresh socket (up to
+#: the client's `retries`, as reads are), so a lease is lost only when a whole
+#: round fails: the server or the network gone for a renewal period.
+RENEWALS_PER_GRACE = 2
+#: How often a client renews by default. Every renewal is one call, and an
+#: isolated call costs the server about 450 us of CPU (the wake-up, not the
+#: renewal): 10,000 CI jobs holding one board each cost it 83 calls/s at this
+#: period, 3.6% of a core (docs/benchmarks.md, "Leases"); a minute would cost 8%.
+DEFAULT_RENEWAL_PERIOD = 120.0
+#: A client's default grace: a dead holder's board is free four minutes later.
+DEFAULT_LEASE = RENEWALS_PER_GRACE * DEFAULT_RENEWAL_PERIOD
 #: Request IDs one renew_leases call may carry (its frame stays small: ~90 KB).
 MAX_RENEWALS = 10_000
 
@@ -164,7 +171,7 @@ class LeaseKeeper(_Keeper):
         if owner is None:
             return None
         from boruta.transport.client import Client
-        return Client(owner.endpoint, owner.timeout, 1, owner.events_endpoint,
+        return Client(owner.endpoint, owner.timeout, owner.retries, owner.events_endpoint,
                       credentials=owner.credentials, context=owner._ctx)
 
     def _run(self) -> None:
