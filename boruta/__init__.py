@@ -5,23 +5,47 @@ with its clock and configuration, the seed's types and states (`ReqInfo`,
 `WorkerInfo`, `ReqState`, ...), and every error class (`BorutaError` and
 one subclass per error code). `boruta.testing` holds an in-process farm for
 tests.
+
+The names are imported on first use (PEP 562): `import boruta.device`, or
+pytest loading the plugin, does not pay for the clients and the core.
 """
-from boruta.core import *  # noqa: F401,F403
-from boruta.core import __all__ as _core_all
-from boruta.core import errors as _errors
-from boruta.core.errors import *  # noqa: F401,F403
-from boruta.transport import errors as _wire_errors
-from boruta.transport.async_client import AsyncClient  # noqa: F401 - in __all__
-from boruta.transport.client import Client  # noqa: F401 - in __all__
-from boruta.transport.errors import *  # noqa: F401,F403
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.3.0"
 
+_HOMES = ("boruta.core", "boruta.core.errors", "boruta.transport.errors")
+_CLIENTS = {"Client": "boruta.transport.client", "AsyncClient": "boruta.transport.async_client"}
+
 
 def _error_names(module: object) -> list[str]:
+    from boruta.core.errors import BorutaError
     return [name for name, value in vars(module).items()
-            if isinstance(value, type) and issubclass(value, _errors.BorutaError)]
+            if isinstance(value, type) and issubclass(value, BorutaError)]
 
 
-__all__ = sorted({*_core_all, *_error_names(_errors), *_error_names(_wire_errors),
-                  "Client", "AsyncClient", "__version__"})
+def _public() -> dict[str, str]:
+    """Every public name -> the module that holds it."""
+    core = importlib.import_module("boruta.core")
+    names = {name: "boruta.core" for name in core.__all__}
+    for home in _HOMES[1:]:
+        names.update((name, home) for name in _error_names(importlib.import_module(home)))
+    return {**names, **_CLIENTS}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        value: Any = sorted({*_public(), "__version__"})
+    else:
+        home = _CLIENTS.get(name) or _public().get(name)
+        if home is None:
+            raise AttributeError(f"module 'boruta' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__getattr__("__all__")})

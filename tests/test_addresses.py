@@ -119,3 +119,15 @@ def test_fill_host_uses_the_peer_ip_only_for_a_valid_port() -> None:
     assert fill_host(":²", "10.1.2.3") == ":²"            # left for the core to refuse
     assert fill_host("h:22", "10.1.2.3") == "h:22"
     assert fill_host(22, "10.1.2.3") == 22
+
+
+def test_access_address_prefers_the_tunnel_then_the_worker_s_sshd() -> None:
+    from types import SimpleNamespace
+
+    from boruta.core.addresses import AddressError, access_address
+    assert access_address(SimpleNamespace(addr=("10.0.0.1", 20001), ssh_address="h:22")) == \
+        ("10.0.0.1", 20001)
+    assert access_address(SimpleNamespace(addr=None, ssh_address="board:2222")) == ("board", 2222)
+    for bad in (SimpleNamespace(addr=None, ssh_address="board:0x16"), SimpleNamespace()):
+        with pytest.raises(AddressError, match="the access names no"):
+            access_address(bad)

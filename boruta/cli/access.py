@@ -15,7 +15,8 @@ from typing import Any
 from boruta.cli import output as out
 from boruta.cli.errors import CliError, refused, wait_reported
 from boruta.cli.options import wait_timeout
-from boruta.core.addresses import AddressError, split_host_port
+from boruta.core import addresses
+from boruta.core.addresses import AddressError
 
 ACQUIRE_TIMEOUT = 3600.0   # how long `request acquire` waits while the request is WAITING
 UNSAFE_ACCESS = "unsafe_access"   # the server's access would not print as one ssh command
@@ -94,16 +95,10 @@ def write_key_file(path: str, text: str) -> None:
 
 def access_address(access: Any) -> tuple[str, int]:
     """Where to SSH to: the address the server gives (a tunnel), else the worker's sshd."""
-    addr = getattr(access, "addr", None)
-    if addr:
-        return str(addr[0]), int(addr[1])
-    text = getattr(access, "ssh_address", None)
-    if text:
-        try:
-            return split_host_port(str(text))
-        except AddressError:
-            pass
-    raise refused("the server gave no address to connect to", "internal")
+    try:
+        return addresses.access_address(access)
+    except AddressError:
+        raise refused("the server gave no address to connect to", "internal") from None
 
 
 def acquire(client: Any, req_id: int, key_out: str | None) -> dict[str, Any]:

@@ -344,7 +344,7 @@ def _print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = out._table(*columns)
     for row in rows:
         out._row(table, *row)
-    out._Printer().print(table)
+    out.Printer().print(table)
 
 
 def _print_users(docs: Sequence[dict[str, Any]]) -> None:

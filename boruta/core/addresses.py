@@ -10,6 +10,8 @@ a shell, so spaces, control characters and shell metacharacters never pass.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import ipaddress
 import re
 
@@ -110,3 +112,18 @@ def split_host_port(address: str, *, allow_empty_host: bool = False,
 def join_host_port(host: str, port: int) -> str:
     """(host, port) -> `host:port`, bracketing an IPv6 host."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def access_address(access: Any) -> tuple[str, int]:
+    """Where to SSH to for a job: its tunnel (`addr`), else the worker's own
+    `ssh_address`; AddressError when the access names neither usably."""
+    addr = getattr(access, "addr", None)
+    if addr:
+        return str(addr[0]), int(addr[1])
+    text = getattr(access, "ssh_address", None)
+    if text:
+        try:
+            return split_host_port(str(text))
+        except AddressError as exc:
+            raise AddressError(f"the access names no usable address: {exc}") from None
+    raise AddressError("the access names no address to connect to")
