@@ -397,7 +397,7 @@ def _build_stamp() -> tuple | None:
 
 # ----------------------------------------------------------------------------- S5
 E2E_MODULES = ("bench.e2e_server", "bench.e2e_durability", "bench.e2e_ssh", "bench.e2e_security",
-               "bench.e2e_http")
+               "bench.e2e_http", "bench.e2e_leases")
 
 
 def run_e2e(quick: bool, markdown: bool) -> int:

@@ -163,3 +163,18 @@ def alternating_rounds(measure: Any, count: int, modes: tuple[str, str]) -> dict
               if b["per_s"]]
     return {"runs": runs, "ratios": ratios,
             "ratio": statistics.median(ratios) if ratios else float("nan")}
+
+
+def run_parts(prog: str, doc: str | None, parts: dict[str, Any], default: dict[str, Any],
+              quick: dict[str, Any], argv: list[str] | None, prefix: str
+              ) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """An e2e bench's main: the command line, then each part chosen by --only
+    (`parts`: name -> measure(workdir, options)) in a work directory; returns the
+    arguments and the results by part name (with "options")."""
+    args, opts, only = parse_parts(prog, doc, tuple(parts), default, quick, argv)
+    res: dict[str, Any] = {"options": opts}
+    with work_directory(args, prefix) as tmp:
+        for name, measure in parts.items():
+            if name in only:
+                res[name] = measure(tmp, opts)
+    return args, res

@@ -30,15 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_common import (bring_idle, parse_parts, render_table, start_server,
-                               work_directory, write_json)
+from bench.e2e_common import bring_idle, render_table, run_parts, start_server, write_json
 from bench.e2e_load import BENCH_SETTINGS
 from boruta.core.types import ReqState, WorkerState
 from boruta.testing.holder import start_holder
 from boruta.testing.processes import cpu_seconds, wait_until
 from boruta.transport.leases import DEFAULT_LEASE, MAX_RENEWALS, renewal_period
 
-PARTS = ("renewals", "release")
 DEFAULT = {"requests": 10_000, "batch": 100, "window": 30.0, "kills": 5, "grace": 5.0}
 QUICK = {"requests": 10_000, "batch": 100, "window": 10.0, "kills": 2, "grace": 5.0}
 CPU_TARGET = 0.05                       # of one core
@@ -160,14 +158,9 @@ def rows_of(res: dict[str, Any]) -> list[tuple[str, ...]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, opts, only = parse_parts("python -m bench.e2e_leases", __doc__, PARTS, DEFAULT, QUICK,
-                                   argv)
-    res: dict[str, Any] = {"opts": opts}
-    with work_directory(args, "bench-leases-") as tmp:
-        if "renewals" in only:
-            res["renewals"] = bench_renewals(tmp, opts)
-        if "release" in only:
-            res["release"] = bench_release(tmp, opts)
+    args, res = run_parts("python -m bench.e2e_leases", __doc__,
+                          {"renewals": bench_renewals, "release": bench_release}, DEFAULT, QUICK,
+                          argv, "bench-leases-")
     print(render_table(("what", "figure", "cost or bound", "target"), rows_of(res),
                        args.markdown))
     write_json(args.json, res)

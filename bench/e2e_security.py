@@ -29,12 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.e2e_common import (alternating_rounds, parse_parts, render_table, work_directory,
-                               write_json)
+from bench.e2e_common import alternating_rounds, render_table, run_parts, write_json
 from bench.e2e_load import BENCH_SETTINGS, bench_throughput
 from bench.e2e_ssh import bench_cycles
 
-PARTS = ("s5", "cycles")
 DEFAULT = {"procs": 3, "window": 128, "duration": 8.0, "warmup": 2.0, "rounds": 3,
            "dryads": 20, "dryad_procs": 2, "drivers": 2, "threads": 6}
 QUICK = {"procs": 3, "window": 128, "duration": 4.0, "warmup": 1.0, "rounds": 2,
@@ -93,14 +91,9 @@ def table(res: dict[str, Any], markdown: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, opts, only = parse_parts("python -m bench.e2e_security", __doc__, PARTS, DEFAULT,
-                                   QUICK, argv)
-    res: dict[str, Any] = {"options": opts}
-    with work_directory(args, "boruta-bench-security-") as tmp:
-        if "s5" in only:
-            res["s5"] = bench_s5(tmp, opts)
-        if "cycles" in only:
-            res["cycles"] = bench_ssh_cycles(tmp, opts)
+    args, res = run_parts("python -m bench.e2e_security", __doc__,
+                          {"s5": bench_s5, "cycles": bench_ssh_cycles}, DEFAULT, QUICK, argv,
+                          "boruta-bench-security-")
     print(table(res, args.markdown))
     for part in ("s5", "cycles"):
         for mode, runs in res.get(part, {}).get("runs", {}).items():
