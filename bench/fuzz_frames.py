@@ -73,7 +73,7 @@ BY_KIND: dict[str, list[Any]] = {
                   {"limit": 2**64 - 1}, {"id": 1.5}, {"direction": 0}, {"extra": 1}],
     "bool": [0, 1, "true", "yes"],
     "ints": [[0, 16], [5, 2], [1], [1, 2, 3], [1, 17], [-1, 4], ["1", "2"], [1.5, 2]],
-    "ids": [[-1], [2**64], ["1"], [1.5], 7, [None], list(range(10_001)), [True]],
+    "ids": [[-1], [2**64 - 1], [-2**63], ["1"], [1.5], 7, [None], list(range(10_001)), [True]],
 }
 FUZZ_USERS = ["fuzz-a", "fuzz-b", "Fuzz", "", "fuzz\nx", "f" * 40]
 
