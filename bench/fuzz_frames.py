@@ -73,8 +73,11 @@ BY_KIND: dict[str, list[Any]] = {
                   {"limit": 2**64 - 1}, {"id": 1.5}, {"direction": 0}, {"extra": 1}],
     "bool": [0, 1, "true", "yes"],
     "ints": [[0, 16], [5, 2], [1], [1, 2, 3], [1, 17], [-1, 4], ["1", "2"], [1.5, 2]],
+    "exprs": [["x in"], ["v 3..1"], ["v a..b"], "sdmux?", [1], ["!"], ["k" * 300 + "?"],
+              ["x in " + ",".join(str(i) for i in range(2000))], ["\x00k?"]],
     "ids": [[-1], [2**64 - 1], [-2**63], ["1"], [1.5], 7, [None], list(range(10_001)), [True]],
 }
+EXPRESSIONS = ["device_type in rpi4,odroid", "ram 1..8", "hdmi != yes", "sdmux?", "!usb"]
 FUZZ_USERS = ["fuzz-a", "fuzz-b", "Fuzz", "", "fuzz\nx", "f" * 40]
 
 # How often each kind of frame is made (the command replies only once there are commands).
@@ -180,6 +183,8 @@ class Frames:
             if name == "keys":
                 return [self.key()]
             return rng.sample(GROUPS, rng.randint(0, 2))
+        if kind == "exprs":
+            return rng.sample(EXPRESSIONS, rng.randint(0, 2)) or None
         if kind == "ids":
             return [self.valid(op, name, "id") for _ in range(rng.randint(0, 5))]
         if kind == "ints":

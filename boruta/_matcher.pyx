@@ -38,7 +38,7 @@ Data layout
   Distinct sorted sets of request groups are interned too ("group sets", id 0
   is the empty set), and so are pinned values while some class uses them.
 * Workers are ranked by (penalty, uuid), penalty = len(caps incl. UUID) +
-  len(groups), the reference's "best worker" order. Inverted bitsets over
+  len(groups) (term caps excluded), the reference's "best worker" order. Inverted bitsets over
   ranks: one row per cap bit, one per group, one of registered workers, one of
   idle workers (`nwords` 64-bit words each). The first set bit of
   idle & AND(cap rows) & OR(group rows) is the best idle worker for a request;
@@ -486,7 +486,10 @@ cdef class CompiledMatcher:
             w.cg[i] = <int32_t>gl[i]
         w.nc = len(bits)
         w.ng = len(gl)
-        w.penalty = len(c) + len(gs)
+        # Term caps (boruta.core.capexpr: keys starting with "\x00") are not the
+        # worker's own: the least-capable rule counts only its real caps.
+        w.penalty = sum(1 for k in c if not (isinstance(k, str) and k.startswith("\x00"))) \
+            + len(gs)
         w.uuidcap = c[UUID_KEY] if UUID_KEY in c else NOPIN
         return w
 
@@ -1598,4 +1601,3 @@ cdef class CompiledMatcher:
 
 def _rank_key(_Worker w):
     return (w.penalty, w.uuid)
-

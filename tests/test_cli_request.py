@@ -34,7 +34,7 @@ def test_request_new_prints_the_id(run, fake):
     (args, kwargs), = fake.called("new_request")
     assert args == ({"device_type": "rpi4", "display": "yes"}, request_cmd.DEFAULT_PRIORITY)
     assert kwargs == {"valid_after": None, "deadline": None, "queue_unsatisfiable": False,
-                      "lease": None}                  # no --wait: the request outlives us
+                      "lease": None, "expr": None}    # no --wait: the request outlives us
 
 
 def test_request_new_options(run, fake):
@@ -57,7 +57,7 @@ def test_request_new_json_is_the_request(run, fake):
     doc = r.json()
     assert doc == req().to_dict()
     assert set(doc) == {"id", "priority", "state", "caps", "owner", "valid_after", "deadline", "job",
-                         "lease"}
+                         "lease", "expr"}
     assert doc["valid_after"].endswith("Z")
     assert doc["owner"] == {"name": "alice", "groups": ["lab"]}
     assert fake.called("get_request_info") == [((7,), {})]

@@ -195,7 +195,7 @@ def bad_rows() -> list[dict]:
         return {"id": req_id, "priority": 8, "groups": [], "caps": {"x": "y"},
                 "valid_after": 1_700_000_000.0, "deadline": 1_900_000_000.0, "state": state,
                 "job_worker": None, "job_timeout": None, "seq": req_id, "prolongs": 0,
-                "ended_at": None, "owner": "", "lease": None, **times}
+                "ended_at": None, "owner": "", "lease": None, "expr": None, **times}
     return [
         row(1, "WAITING", deadline=datetime(9999, 12, 31, 23, 59, 59, 999999,
                                             tzinfo=UTC).timestamp()),   # stored as year 10000

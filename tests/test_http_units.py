@@ -127,7 +127,16 @@ def test_bodies_read_as_go_reads_them() -> None:
                                  "ValidAfter": "0001-01-01T00:00:00Z", "Owner": {"Groups": None},
                                  "Unknown": 1})
     assert args == {"caps": {"x": "y"}, "priority": 4, "valid_after": None, "deadline": None,
-                    "queue_unsatisfiable": True}
+                    "queue_unsatisfiable": True, "expr": None}
+    # Our capability expressions ride in an Expr field upstream's clients never send.
+    assert upstream.new_request({"Priority": 4, "Expr": ["serial in 1,2"]})["expr"] == \
+        ["serial in 1,2"]
+    with pytest.raises(HttpError, match="Expr"):
+        upstream.new_request({"Priority": 4, "Expr": "serial?"})
+    doc = {"id": 1, "priority": 4, "owner": {}, "deadline": None, "valid_after": None,
+           "state": "WAITING", "job": None, "caps": {}}
+    assert "Expr" not in upstream.req_info(doc)
+    assert upstream.req_info({**doc, "expr": ["sdmux?"]})["Expr"] == ["sdmux?"]
     assert upstream.update_request({}, 5) is None
     assert upstream.update_request({"ID": 5, "Priority": 3}, 5)["priority"] == 3
     with pytest.raises(HttpError, match="doesn't match"):

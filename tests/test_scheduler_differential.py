@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule)
 
 from boruta.core import effects
+from boruta.core.capexpr import parse_term
 from boruta.core.clock import ManualClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import BorutaError
@@ -32,7 +33,12 @@ pytest.importorskip("boruta._matcher", reason="compiled matcher boruta._matcher 
 RS, WS = ReqState, WorkerState
 UUIDS = [wuuid(n) for n in range(1, 5)]
 WORKER_CAPS = [{}, {"arch": "arm"}, {"arch": "x86"}, {"arch": "arm", "board": "rpi"},
-               {"board": "rpi", "usb": "yes"}, {"arch": "arm", "usb": "yes", "ram": "2G"}]
+               {"board": "rpi", "usb": "yes"}, {"arch": "arm", "usb": "yes", "ram": "2G"},
+               {"arch": "arm,x86", "ram": "2"}, {"ram": "4", "usb": "no"}]
+# Capability expressions (boruta.core.capexpr): the workers' term caps come and go
+# with the requests that use them, in both schedulers alike.
+REQUEST_EXPRS = [None] * 6 + [["arch in arm,mips"], ["ram 1..3"], ["usb != yes"], ["usb?"],
+                              ["!board"], ["arch in x86", "ram 2..8"], ["ram ..1"]]
 # Weighted towards requests that many workers serve, so that workers compete.
 REQUEST_CAPS = [{}, {}, {}, {"arch": "arm"}, {"arch": "arm"}, {"arch": "x86"}, {"board": "rpi"},
                 {"usb": "yes"}, {"arch": "arm", "usb": "yes"}, {"arch": "mips"},
@@ -185,23 +191,25 @@ class SchedulerPair(RuleBasedStateMachine):
     # ------------------------------------------------------------------ requests
     @rule(caps=st.sampled_from(REQUEST_CAPS), pin=st.sampled_from([None] * 4 + UUIDS),
           groups=st.sampled_from(REQUEST_GROUPS), priority=PRIORITIES, valid_after=OFFSETS,
-          deadline=OFFSETS, queue=st.booleans())
-    def new_request(self, caps, pin, groups, priority, valid_after, deadline, queue):
-        self.create(caps, pin, groups, priority, valid_after, deadline, queue)
+          deadline=OFFSETS, queue=st.booleans(), expr=st.sampled_from(REQUEST_EXPRS))
+    def new_request(self, caps, pin, groups, priority, valid_after, deadline, queue, expr):
+        self.create(caps, pin, groups, priority, valid_after, deadline, queue, expr)
 
     @rule(caps=st.sampled_from(REQUEST_CAPS), groups=st.sampled_from(REQUEST_GROUPS),
           priorities=st.lists(st.integers(1, 16), min_size=1, max_size=4),
-          valid_after=st.sampled_from([None, None, 30.0, 60.0]))
-    def new_requests(self, caps, groups, priorities, valid_after):
+          valid_after=st.sampled_from([None, None, 30.0, 60.0]),
+          expr=st.sampled_from(REQUEST_EXPRS))
+    def new_requests(self, caps, groups, priorities, valid_after, expr):
         """A burst of requests alike but for their priorities (they compete)."""
         for priority in priorities:
-            self.create(caps, None, groups, priority, valid_after, None, True)
+            self.create(caps, None, groups, priority, valid_after, None, True, expr)
 
-    def create(self, caps, pin, groups, priority, valid_after, deadline, queue):
+    def create(self, caps, pin, groups, priority, valid_after, deadline, queue, expr=None):
         wanted = dict(caps) if pin is None else {**caps, "UUID": pin}
         va, dl = self.when(valid_after), self.when(deadline)
         result = self.both(lambda s: s.new_request(dict(wanted), priority, UserInfo(groups),
-                                                   va, dl, queue_unsatisfiable=queue))
+                                                   va, dl, queue_unsatisfiable=queue,
+                                                   expr=expr))
         if result[0] == "ok":
             assert result[1] == self.max_req + 1
             self.max_req = result[1]
@@ -267,7 +275,8 @@ class SchedulerPair(RuleBasedStateMachine):
             if r.state is RS.WAIT and r.valid_after <= now < r.deadline:
                 assert not [w.worker_uuid for w in idle
                             if caps_satisfied(r.caps, w.caps)
-                            and groups_satisfied(r.owner.groups, w.groups)], r
+                            and groups_satisfied(r.owner.groups, w.groups)
+                            and all(parse_term(e).holds(w.caps) for e in r.expr)], r
         running = {w.worker_uuid for w in workers if w.state is WS.RUN}
         jobs = [r.job.worker_uuid for r in reqs if r.state is RS.INPROGRESS]
         assert sorted(jobs) == sorted(running)

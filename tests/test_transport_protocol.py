@@ -75,7 +75,7 @@ def test_op_check_missing_unknown_mistyped() -> None:
         op.check({"caps": {}, "priority": True})
     args = op.check({"caps": {"a": "b"}, "priority": 3})
     assert args == {"caps": {"a": "b"}, "priority": 3, "valid_after": None, "deadline": None,
-                    "queue_unsatisfiable": None, "lease": None}
+                    "queue_unsatisfiable": None, "expr": None, "lease": None}
 
 
 def test_times_iso_and_epoch() -> None:

@@ -217,6 +217,7 @@ REQ_STATE = ParsedType("state", parse.parse_req_state)
 WORKER_STATE = ParsedType("state", parse.parse_worker_state)
 SETTABLE_WORKER_STATE = ParsedType("state", parse.parse_settable_worker_state)
 CAP = ParsedType("key=value", parse.parse_cap)
+REQUIREMENT = ParsedType("key=value or expression", parse.parse_requirement)
 SETTING = ParsedType("key=value", parse.parse_setting)
 SORT = ParsedType("sort", parse.parse_sort)
 UUID = ParsedType("uuid", _uuid)
@@ -237,6 +238,14 @@ def caps_dict(pairs: Sequence[tuple[str, str]], param: str = "--caps") -> dict[s
                 param_hint=f"'{param}'")
         caps[key] = value
     return caps
+
+
+def requirements(given: Sequence[Any], param: str = "--caps") -> tuple[dict[str, str],
+                                                                      list[str] | None]:
+    """--caps as given: the exact KEY=VALUE caps, and the expressions' texts (None: none)."""
+    pairs = [item for item in given if isinstance(item, tuple)]
+    exprs = [item.text for item in given if not isinstance(item, tuple)]
+    return caps_dict(pairs, param), exprs or None
 
 
 def paginator(after: Any, backward: bool, limit: int | None, first: Any) -> Paginator | None:

@@ -219,6 +219,7 @@ def print_request(req: ReqInfo, stream: TextIO | None = None) -> None:
         ("Priority", req.priority),
         ("State", str(req.state)),
         ("Caps", fmt_caps(req.caps)),
+        ("Expressions", ", ".join(req.expr) if req.expr else NONE),
         ("Groups", fmt_groups(req.owner.groups)),
         ("Valid after", _fmt_time(req.valid_after)),
         ("Deadline", _fmt_time(req.deadline)),

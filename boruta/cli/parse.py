@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from boruta.core.durations import UNIT_SECONDS
 from boruta.core.types import (
@@ -131,6 +132,20 @@ def parse_key_value(text: str, what: str, example: str) -> tuple[str, str]:
 def parse_cap(text: str) -> tuple[str, str]:
     """One capability `KEY=VALUE`; the value is kept as typed."""
     return parse_key_value(text, "capability", "device_type=rpi4")
+
+
+def parse_requirement(text: str) -> Any:
+    """What a request asks of a worker: a capability expression (a Term: `serial in
+    57600,115200`, `voltage 2.9..3.6`, `hdmi != yes`, `sdmux?`, `!sdmux`), else one
+    capability `KEY=VALUE`."""
+    from boruta.core.capexpr import parse_term
+    from boruta.core.errors import BadArgumentError
+    try:
+        return parse_term(text)
+    except BadArgumentError as exc:
+        if "=" in str(text) and "!=" not in str(text):
+            return parse_cap(text)
+        raise ValueError(exc.message) from None
 
 
 def parse_setting(text: str) -> tuple[str, str]:

@@ -11,18 +11,18 @@ from boruta.cli.access import acquire, check_key_out, print_access, public_acces
 from boruta.cli.errors import refused, remember_created, wait_reported
 from boruta.cli.hold import closed_on_interrupt, hold
 from boruta.cli.options import (
-    CAP,
     CONTEXT,
     PRIORITY,
     REQ_ID,
     REQ_STATE,
+    REQUIREMENT,
     TIME,
     WAIT_TIMEOUT_HELP,
-    caps_dict,
     global_options,
     json_mode,
     list_options,
     paginator,
+    requirements,
     show,
     wait_timeout,
 )
@@ -51,8 +51,10 @@ def request() -> None:
 
 
 @request.command("new")
-@click.option("--caps", "caps", type=CAP, multiple=True, required=True, metavar="KEY=VALUE",
-              help="A capability the worker must have; repeat for more.")
+@click.option("--caps", "caps", type=REQUIREMENT, multiple=True, required=True,
+              metavar="KEY=VALUE|EXPR",
+              help="A capability the worker must have, or an expression: 'KEY in V1,V2', "
+                   "'KEY LOW..HIGH', 'KEY != VALUE', 'KEY?', '!KEY'; repeat for more.")
 @click.option("--priority", type=PRIORITY, default=DEFAULT_PRIORITY, show_default=True,
               metavar="N", help=f"{HI_PRIO} (most important) to {LO_PRIO} (least).")
 @click.option("--valid-after", type=TIME, metavar="T",
@@ -73,7 +75,7 @@ def request() -> None:
               help="With --wait: no lease; print the access and exit, leaving the request "
                    "open until it is closed or its job times out.")
 @global_options(WAIT_TIMEOUT_HELP.format(what=" for a worker with --wait (default 1 hour)"))
-def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: Any,
+def request_new(caps: tuple[Any, ...], priority: int, valid_after: Any,
                 deadline: Any, queue_unsatisfiable: bool, wait: bool, key_out: str | None,
                 lease: float, no_lease: bool) -> None:
     """File a new request and print its ID.
@@ -91,8 +93,9 @@ def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: A
       ID=$(boruta request new --caps device_type=rpi4)
       boruta request new --caps device_type=rpi4 --wait --timeout 30m
       boruta request new --caps device_type=rpi4 --wait --no-lease --key-out rpi4.key
+      boruta request new --caps 'serial in 57600,115200' --caps 'voltage 2.9..3.6' --caps '!sdmux'
     """
-    capmap = caps_dict(caps)
+    capmap, exprs = requirements(caps)
     if key_out is not None and not wait:
         raise click.UsageError("--key-out only makes sense with --wait")
     if no_lease and not wait:
@@ -104,7 +107,7 @@ def request_new(caps: tuple[tuple[str, str], ...], priority: int, valid_after: A
     with client_session(waits=wait) as client:
         req_id = client.new_request(capmap, priority, valid_after=valid_after, deadline=deadline,
                                     queue_unsatisfiable=queue_unsatisfiable,
-                                    lease=lease if leased else None)
+                                    lease=lease if leased else None, expr=exprs)
         remember_created(req_id)
         if not wait:
             if json_mode():

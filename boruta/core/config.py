@@ -27,6 +27,10 @@ class SchedulerConfig:
     # network closes live jobs; too long and a dead CI job holds its board.
     lease_min: float = 5.0
     lease_max: float = 86400.0
+    # Distinct capability expressions in use at once: each costs a pass over the
+    # workers when it comes into use (and when it goes), and a bit on each worker
+    # that satisfies it.
+    max_terms: int = 1024
 
     def __post_init__(self) -> None:
         if self.default_deadline_months < 1:
@@ -40,7 +44,8 @@ class SchedulerConfig:
         if not 0 < self.lease_min <= self.lease_max < float("inf"):
             raise ValueError("lease_min and lease_max must be positive, finite, "
                              "and lease_min <= lease_max")
-        for name in ("max_caps_entries", "max_cap_key_length", "max_cap_value_length"):
+        for name in ("max_caps_entries", "max_cap_key_length", "max_cap_value_length",
+                     "max_terms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer")

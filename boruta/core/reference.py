@@ -15,6 +15,8 @@ Both matchers share this interface:
 - `match()` makes every assignment the rules allow and returns them in the
   order made, as `(request_id, worker_uuid)`; assigned requests and workers
   leave the matcher's ready and idle sets.
+- Term caps (keys starting with "\x00", boruta.core.capexpr) are caps like
+  any other, except that they do not count in a worker's penalty.
 - Order: priority (1 first), then `seq` (the request's place in its FIFO,
   given by the scheduler). Best worker: fewest caps (UUID included) plus
   groups, ties to the smallest UUID.
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import bisect
 from typing import Iterable, Mapping, Sequence
+
+from boruta.core.capexpr import real_caps_count
 
 
 def caps_satisfied(wanted: Mapping[str, str], offered: Mapping[str, str]) -> bool:
@@ -46,7 +50,8 @@ class _Worker:
 
     @property
     def penalty(self) -> int:
-        return len(self.caps) + len(self.groups)
+        """Its real caps (UUID included) and groups; term caps do not count."""
+        return real_caps_count(self.caps) + len(self.groups)
 
     def serves(self, caps: Mapping[str, str], groups: Sequence[str]) -> bool:
         return caps_satisfied(caps, self.caps) and groups_satisfied(groups, self.groups)

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Mapping
 
 from boruta.core import effects
+from boruta.core.capexpr import Term, TermBook, parse_terms, term_caps
 from boruta.core.clock import Clock, SystemClock
 from boruta.core.config import SchedulerConfig
 from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
@@ -83,7 +84,7 @@ OPEN_STATES = frozenset({ReqState.WAIT, ReqState.INPROGRESS})
 class _Request:
     __slots__ = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
                  "job_worker", "job_timeout", "seq", "handle", "prolongs", "ended_at", "owner",
-                 "lease", "lease_until")
+                 "lease", "lease_until", "terms", "match_caps")
 
     def __init__(self, req_id: int, priority: int, groups: tuple[str, ...],
                  caps: tuple[tuple[str, str], ...], valid_after: float, deadline: float,
@@ -93,6 +94,8 @@ class _Request:
         self.priority = priority
         self.groups = groups
         self.caps = caps                     # interned sorted items, shared: never mutate
+        self.terms: tuple[Term, ...] = ()    # capability expressions beyond exact caps
+        self.match_caps = caps               # what the matcher sees: caps + term caps
         self.valid_after = valid_after
         self.deadline = deadline
         self.state = ReqState.WAIT
@@ -111,7 +114,8 @@ class _Request:
             job = JobInfo(self.job_worker, to_datetime(self.job_timeout))
         return ReqInfo(self.id, self.priority, UserInfo(self.groups, self.owner),
                        to_datetime(self.deadline), to_datetime(self.valid_after),
-                       self.state, job, dict(self.caps), self.lease)
+                       self.state, job, dict(self.caps), self.lease,
+                       tuple(t.text for t in self.terms))
 
 
 class _Worker:
@@ -171,6 +175,8 @@ class Scheduler:
         self._awaiting_dryad: set[str] = set()
         # The requests in the matcher (ready to start), for their places in the queue.
         self._ready: dict[int, _Request] = {}
+        # Capability expressions in use; workers earn a term cap per term they satisfy.
+        self._terms = TermBook(self.config.max_terms)
 
     @property
     def matcher_kind(self) -> str:
@@ -264,7 +270,7 @@ class Scheduler:
     # ------------------------------------------------------------------ matcher glue
     def _enter_matcher(self, req: _Request) -> None:
         # The interned (key, value) pairs as they are: both matchers take dict()'s input.
-        req.handle = self._matcher.add_request(req.id, req.caps, req.groups,
+        req.handle = self._matcher.add_request(req.id, req.match_caps, req.groups,
                                                req.priority, req.seq)
         self._ready[req.id] = req
 
@@ -308,6 +314,8 @@ class Scheduler:
     def _end_request(self, req: _Request, state: ReqState, reason: str) -> None:
         if req.state in OPEN_STATES:
             self._closed_one(req.owner)
+            if req.terms:
+                self._release_terms(req.terms)
         req.state = state
         req.ended_at = self._now
         self._timers.superseded()             # its deadline, at least, means nothing now
@@ -347,18 +355,24 @@ class Scheduler:
     def new_request(self, caps: Mapping[str, str], priority: int,
                     owner: UserInfo | None = None, valid_after: datetime | None = None,
                     deadline: datetime | None = None, *,
-                    queue_unsatisfiable: bool = False, lease: float | None = None) -> int:
+                    queue_unsatisfiable: bool = False, lease: float | None = None,
+                    expr: Any = None) -> int:
         """Queue a request; returns its ID.
 
         Checked in upstream's order; caps no registered worker could serve are
         refused unless `queue_unsatisfiable`. Without a deadline, the request
         must start within `default_deadline_months` calendar months. With a
         `lease` (its grace in seconds), the request is closed once `lease`
-        seconds pass without a renewal (`renew_leases`).
+        seconds pass without a renewal (`renew_leases`). `expr`: capability
+        expressions (boruta.core.capexpr) the worker must satisfy too.
         """
         self.advance()
         now = self._now
         wanted = check_caps(caps, limits=self.config)
+        terms = parse_terms(expr, self.config) if expr else ()
+        if terms and len(wanted) + len(terms) > self.config.max_caps_entries:
+            raise BadArgumentError(f"caps and expressions have {len(wanted) + len(terms)} "
+                                   f"entries; at most {self.config.max_caps_entries}")
         check_int(priority, "priority")
         groups = self._owner_groups(owner)
         groups = self._groups_pool.setdefault(groups, groups)
@@ -377,12 +391,15 @@ class Scheduler:
         self._check_priority(priority)
         if lease is not None:
             self._check_lease(lease)
-        if not queue_unsatisfiable and not self._matcher.satisfiable(wanted, groups):
+        fresh = self._terms.new_terms(terms)
+        if not queue_unsatisfiable and not self._satisfiable(wanted, terms, fresh, groups):
             raise NoMatchingWorkerError(
                 "No matching worker: no registered worker has these capabilities and groups")
         self._last_id += 1
         req = _Request(self._last_id, priority, groups, self._intern_caps(wanted),
                        valid_ts, deadline_ts, next(self._seq), owner_name)
+        if terms:
+            self._use_terms(req, terms)
         self._requests[req.id] = req
         self._open_by_owner[owner_name] = self._open_by_owner.get(owner_name, 0) + 1
         self._dirty_requests.add(req.id)
@@ -397,6 +414,35 @@ class Scheduler:
         else:
             self._timers.push(valid_ts, TimerKind.VALID_AFTER, req.id)
         return req.id
+
+    # ------------------------------------------------------------------ expressions
+    def _satisfiable(self, wanted: dict[str, str], terms: tuple[Term, ...],
+                     fresh: list[Term], groups: tuple[str, ...]) -> bool:
+        """Could a registered worker ever serve these? Terms already in use are term caps
+        the matcher knows; a term new to the farm is checked against each worker once."""
+        if not fresh:
+            return self._matcher.satisfiable({**wanted, **term_caps(terms)}, groups)
+        return any(caps_satisfied(wanted, w.caps) and groups_satisfied(groups, w.groups)
+                   and all(t.holds(w.caps) for t in terms) for w in self._workers.values())
+
+    def _use_terms(self, req: _Request, terms: tuple[Term, ...]) -> None:
+        req.terms = terms
+        req.match_caps = self._intern_caps({**dict(req.caps), **term_caps(terms)})
+        fresh = self._terms.use(terms)
+        if fresh:
+            self._refresh_term_caps(fresh)
+
+    def _release_terms(self, terms: tuple[Term, ...]) -> None:
+        gone = self._terms.release(terms)
+        if gone:
+            self._refresh_term_caps(gone)
+
+    def _refresh_term_caps(self, changed: list[Term]) -> None:
+        """Terms came into use or went: the workers they hold for get their term caps anew."""
+        for worker in self._workers.values():
+            if any(t.holds(worker.caps) for t in changed):
+                self._matcher.update_worker(worker.uuid, self._terms.caps_for(worker.caps),
+                                            worker.groups)
 
     def _check_lease(self, lease: Any) -> None:
         low, high = self.config.lease_min, self.config.lease_max
@@ -636,7 +682,7 @@ class Scheduler:
             worker = _Worker(uuid, checked, dryad_address, ssh_address)
             self._workers[uuid] = worker
             self._dirty_workers.add(uuid)
-            self._matcher.add_worker(uuid, checked, worker.groups)
+            self._matcher.add_worker(uuid, self._terms.caps_for(checked), worker.groups)
             self._effects.append(effects.WorkerChanged(uuid, WorkerState.MAINTENANCE, "registered"))
             return uuid
         target = WorkerState.PREPARE if worker.state is WorkerState.FAIL else worker.state
@@ -646,7 +692,7 @@ class Scheduler:
             target = WorkerState.BUSY
         worker.caps, worker.dryad_address, worker.ssh_address = checked, dryad_address, ssh_address
         self._dirty_workers.add(uuid)
-        self._matcher.update_worker(uuid, checked, worker.groups)
+        self._matcher.update_worker(uuid, self._terms.caps_for(checked), worker.groups)
         if target is not worker.state:
             self._awaiting_dryad.discard(uuid)
             self._set_worker_state(worker, target, "registered again")
@@ -717,7 +763,7 @@ class Scheduler:
         worker = self._get_worker(uuid)
         worker.groups = check_groups(groups)
         self._dirty_workers.add(uuid)
-        self._matcher.update_worker(uuid, worker.caps, worker.groups)
+        self._matcher.update_worker(uuid, self._terms.caps_for(worker.caps), worker.groups)
         self._match()
 
     def deregister(self, uuid: str) -> None:
@@ -737,11 +783,12 @@ class Scheduler:
 
     def _invalidate_orphans(self, gone: _Worker) -> None:
         verdicts: dict[tuple[Any, Any], bool] = {}
+        gone_caps = self._terms.caps_for(gone.caps)
         for req in self._waiting():
-            caps = dict(req.caps)
-            if not (caps_satisfied(caps, gone.caps) and groups_satisfied(req.groups, gone.groups)):
+            caps = dict(req.match_caps)
+            if not (caps_satisfied(caps, gone_caps) and groups_satisfied(req.groups, gone.groups)):
                 continue
-            key = (req.caps, req.groups)
+            key = (req.match_caps, req.groups)
             if key not in verdicts:
                 verdicts[key] = self._matcher.satisfiable(caps, req.groups)
             if not verdicts[key]:
@@ -892,7 +939,8 @@ class Scheduler:
                 "caps": dict(req.caps), "valid_after": req.valid_after,
                 "deadline": req.deadline, "state": str(req.state), "job_worker": req.job_worker,
                 "job_timeout": req.job_timeout, "seq": req.seq, "prolongs": req.prolongs,
-                "ended_at": req.ended_at, "owner": req.owner, "lease": req.lease}
+                "ended_at": req.ended_at, "owner": req.owner, "lease": req.lease,
+                "expr": [t.text for t in req.terms] or None}
 
     @staticmethod
     def _worker_record(worker: _Worker) -> dict[str, Any]:
@@ -937,6 +985,8 @@ class Scheduler:
             if worker.state not in (WorkerState.MAINTENANCE, WorkerState.FAIL):
                 sched._awaiting_dryad.add(worker.uuid)
         sched._restore_requests(snapshot.requests)
+        if len(sched._terms):
+            sched._refresh_term_caps(list(sched._terms.terms()))
         return sched
 
     def _restore_requests(self, records: Any) -> int:
@@ -972,6 +1022,9 @@ class Scheduler:
                            rec["valid_after"], rec["deadline"], rec["seq"],
                            intern(rec.get("owner") or ""))
             req.state = states[rec["state"]]
+            expr = rec.get("expr")
+            if expr:
+                self._restore_terms(req, expr)
             if req.state in OPEN_STATES:
                 open_by_owner[req.owner] = open_by_owner.get(req.owner, 0) + 1
             req.job_worker, req.job_timeout = rec["job_worker"], rec["job_timeout"]
@@ -1002,6 +1055,21 @@ class Scheduler:
         if timers:
             self._timers.extend(timers)
         return added
+
+    def _restore_terms(self, req: _Request, expr: Any) -> None:
+        """A stored request's expressions; an open one whose expressions no longer parse
+        (a file edited by hand) cannot be matched as it was asked: it becomes INVALID."""
+        try:
+            terms = parse_terms(expr)
+        except BadArgumentError:
+            if req.state in OPEN_STATES:
+                req.state, req.ended_at = ReqState.INVALID, self._now
+                self._dirty_requests.add(req.id)
+            return
+        req.terms = terms
+        req.match_caps = self._intern_caps({**dict(req.caps), **term_caps(terms)})
+        if req.state in OPEN_STATES:
+            self._terms.use(terms)           # the workers get their term caps after the load
 
     def _restored_lease(self, lease: Any) -> float:
         """A stored grace, within today's bounds (a file edited by hand, or bounds changed

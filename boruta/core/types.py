@@ -122,6 +122,7 @@ class ReqInfo:
     job: JobInfo | None
     caps: Mapping[str, str]
     lease: float | None = None       # the lease's grace in seconds; None: no lease
+    expr: tuple[str, ...] = ()       # capability expressions, canonical (boruta.core.capexpr)
 
     def to_dict(self) -> dict[str, Any]:
         """The document the CLI prints with --json: ISO 8601 UTC times with a Z."""
@@ -136,6 +137,7 @@ class ReqInfo:
             "job": None if self.job is None else {
                 "worker_uuid": self.job.worker_uuid, "timeout": iso(self.job.timeout)},
             "lease": self.lease,
+            "expr": list(self.expr),
         }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from boruta.core.addresses import AddressError, split_host_port
 from boruta.core.config import SchedulerConfig
+from boruta.core.capexpr import TERM_PREFIX
 from boruta.core.errors import (BadArgumentError, InvalidAddressError, MissingIPError,
                                 MissingPortError, MissingUUIDError)
 from boruta.core.types import (EARLIEST_TIME, EARLIEST_TIMESTAMP, LATEST_TIME,
@@ -35,8 +36,9 @@ def check_caps(caps: Any, what: str = "caps",
         if not isinstance(key, str) or not isinstance(value, str):
             raise BadArgumentError(f"{what} must map strings to strings: "
                                    f"{_shown(key)}={_shown(value)}")
-        if not key or "=" in key:
-            raise BadArgumentError(f"{what} key {_shown(key)} must be non-empty and contain no '='")
+        if not key or "=" in key or key[0] == TERM_PREFIX:
+            raise BadArgumentError(f"{what} key {_shown(key)} must be non-empty, contain no '=' "
+                                   "and not start with a NUL")
         if len(key) > max_key or len(value) > max_value:     # inline: every new_request
             _check_lengths(key, value, what, limits)
         out[key] = value

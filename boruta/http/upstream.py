@@ -54,6 +54,8 @@ def req_info(doc: Mapping[str, Any]) -> dict[str, Any]:
         "Job": None if job is None else {"WorkerUUID": job["worker_uuid"],
                                          "Timeout": go_time(job["timeout"])},
         "Caps": doc.get("caps"),
+        # Ours, only when there are some: upstream's own answers stay byte for byte.
+        **({"Expr": list(doc["expr"])} if doc.get("expr") else {}),
     }
 
 
@@ -165,9 +167,11 @@ def time_value(value: Any, where: str) -> str | None:
 
 # --------------------------------------------------------------------------- in: operations
 def new_request(body: Any) -> dict[str, Any]:
-    """POST /reqs/: a ReqInfo; only Caps, Priority, ValidAfter and Deadline count."""
+    """POST /reqs/: a ReqInfo; only Caps, Priority, ValidAfter and Deadline count, and our
+    Expr (capability expressions: a field upstream's clients do not send)."""
     f = fields(body, "boruta.ReqInfo")
     return {"caps": string_map(f.get("caps"), "ReqInfo.Caps") or {},
+            "expr": strings(f.get("expr"), "ReqInfo.Expr", "[]string"),
             "priority": uint(f.get("priority"), UINT8, "ReqInfo.Priority", "boruta.Priority"),
             "valid_after": time_value(f.get("validafter"), "ReqInfo.ValidAfter"),
             "deadline": time_value(f.get("deadline"), "ReqInfo.Deadline"),

@@ -46,7 +46,7 @@ class ClientOperations:
             owner = user.owner
         req_id = sched.new_request(a["caps"], priority, owner, a["valid_after"], a["deadline"],
                                    queue_unsatisfiable=bool(a["queue_unsatisfiable"]),
-                                   lease=a["lease"])
+                                   lease=a["lease"], expr=a["expr"])
         return {"id": req_id}
 
     def op_renew_leases(self, call: Call, a: dict[str, Any]) -> Any:

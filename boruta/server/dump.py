@@ -20,6 +20,7 @@ from boruta.server.rows import (INSERT_REQUESTS, INSERT_WORKERS, REQUEST_COLUMNS
 RESTORE_CHUNK = 10_000          # request rows written at once by a restore
 IDENTITY_VERSION = 4            # the first schema with users and enrolments
 LEASE_VERSION = 5               # the first schema with requests' leases
+EXPR_VERSION = 6                # the first schema with capability expressions
 
 
 class DumpAndRestore:

@@ -16,13 +16,14 @@ from boruta.core.errors import BadArgumentError
 from boruta.core.users import User, is_public_key
 
 REQUEST_COLUMNS = ("id", "priority", "groups", "caps", "valid_after", "deadline", "state",
-                   "job_worker", "job_timeout", "seq", "prolongs", "ended_at", "owner", "lease")
+                   "job_worker", "job_timeout", "seq", "prolongs", "ended_at", "owner", "lease",
+                   "expr")
 WORKER_COLUMNS = ("uuid", "caps", "groups", "state", "dryad_address", "ssh_address", "key",
                   "username", "fail_reason", "job")
-_JSON_COLUMNS = frozenset({"groups", "caps"})
+_JSON_COLUMNS = frozenset({"groups", "caps", "expr"})
 # What a record without the field means: requests filed before users existed have no
 # owner, and those filed before leases no lease.
-_DEFAULTS: dict[str, Any] = {"owner": "", "lease": None}
+_DEFAULTS: dict[str, Any] = {"owner": "", "lease": None, "expr": None}
 
 # An upsert, not INSERT OR REPLACE: a request's later changes (state, job, prolongs)
 # update its row in place instead of deleting and inserting it again.
@@ -123,6 +124,8 @@ def check_request(r: dict[str, Any], number: int) -> None:
     _check(isinstance(r.get("owner", ""), str), number, "request", "owner")
     lease = r.get("lease")
     _check(lease is None or (_is_num(lease) and lease > 0), number, "request", "lease")
+    expr = r.get("expr")
+    _check(expr is None or _is_str_list(expr), number, "request", "expr")
     _check(is_int(r["id"]) and r["id"] > 0, number, "request", "id")
     for name in ("priority", "seq", "prolongs"):
         _check(is_int(r[name]), number, "request", name)

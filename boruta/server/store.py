@@ -42,13 +42,13 @@ from typing import Any, Callable, Iterator, Mapping
 
 from boruta.core.records import Changes, Snapshot
 from boruta.core.types import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP
-from boruta.server.dump import IDENTITY_VERSION, LEASE_VERSION, DumpAndRestore
+from boruta.server.dump import EXPR_VERSION, IDENTITY_VERSION, LEASE_VERSION, DumpAndRestore
 from boruta.server.rows import (INSERT_REQUESTS, INSERT_WORKERS, REQUEST_COLUMNS, WORKER_COLUMNS,
                                 RowEncoder, StoreError, json_decoder)
 
 log = logging.getLogger("boruta.server.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 DB_NAME = "boruta.sqlite3"
 LOCK_NAME = "boruta.lock"
 
@@ -104,6 +104,8 @@ _MIGRATIONS: list[list[str]] = [
     # 5: the grace of each request's lease (NULL: no lease). Renewals are not
     # written: a restart gives every lease its whole grace again.
     ["ALTER TABLE requests ADD COLUMN lease REAL"],
+    # 6: each request's capability expressions, as a JSON list (NULL: none).
+    ["ALTER TABLE requests ADD COLUMN expr TEXT"],
 ]
 LIVE = "state IN ('WAITING', 'IN PROGRESS')"          # what a restart reads first
 
@@ -115,7 +117,8 @@ _TIMES_OUT_OF_WINDOW = " OR ".join(
     f"({name} IS NOT NULL AND {name} NOT BETWEEN {EARLIEST_TIMESTAMP!r} AND {LATEST_TIMESTAMP!r})"
     for name in _TIME_COLUMNS)
 # What an older file, read as it is (readonly), holds in place of a column it lacks.
-_ABSENT_BEFORE = {"owner": (IDENTITY_VERSION, "''"), "lease": (LEASE_VERSION, "NULL")}
+_ABSENT_BEFORE = {"owner": (IDENTITY_VERSION, "''"), "lease": (LEASE_VERSION, "NULL"),
+                  "expr": (EXPR_VERSION, "NULL")}
 
 
 def _unusable(path: Path, exc: BaseException) -> StoreError:
@@ -392,6 +395,7 @@ class Store(DumpAndRestore):
         # is decoded once and the object shared (the scheduler relies on that).
         g = columns.index("groups")
         c = columns.index("caps")
+        e = columns.index("expr") if "expr" in columns else None
         cache: dict[str, Any] = decode.cache
         loads = json.loads
         flag = len(columns) if table == "requests" else None
@@ -418,6 +422,8 @@ class Store(DumpAndRestore):
                 if value is None:
                     value = cache[text] = loads(text)
                 record["caps"] = value
+                if e is not None and row[e] is not None:
+                    record["expr"] = loads(row[e])
                 if flag is not None and row[flag]:
                     _move_times_into_window(record, self.path)
                 yield record

@@ -34,7 +34,8 @@ def request_in(doc: Mapping[str, Any]) -> ReqInfo:
         job=None if job is None else JobInfo(job["worker_uuid"],
                                              as_time("timeout", job["timeout"])),
         caps=dict(doc.get("caps") or {}),
-        lease=None if doc.get("lease") is None else float(doc["lease"]))
+        lease=None if doc.get("lease") is None else float(doc["lease"]),
+        expr=tuple(str(e) for e in doc.get("expr") or ()))
 
 
 def _owner_in(owner: Mapping[str, Any]) -> UserInfo:

@@ -219,6 +219,9 @@ CLIENT_OPS: dict[str, Operation] = _table(
                   doc="start by, else TIMEOUT (nil: now + the default)", encode=encode_time),
               Arg("queue_unsatisfiable", "bool", a.opt(a.as_bool), default=False,
                   doc="queue even when no registered worker has the caps", encode=bool),
+              Arg("expr", "exprs", a.opt(a.as_str_list), encode=encode_list,
+                  doc="capability expressions the worker must satisfy too: KEY in V1,V2, "
+                      "KEY LOW..HIGH, KEY != VALUE, KEY?, !KEY (nil: none)"),
               Arg("lease", "seconds", a.opt(a.as_seconds), default=DEFAULT_LEASE,
                   doc="hold the request by a lease of this grace, renewed by the client "
                       "(nil: no lease; the clients' default: "
