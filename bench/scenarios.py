@@ -350,6 +350,23 @@ def sched_bring_idle(s: Scheduler, uuid: str) -> list:
     return drained + s.drain_effects()
 
 
+def with_expressions(requests: Iterable[dict], share: float, seed: int) -> list[dict]:
+    """The requests with `share` of them asking for their device type as a capability
+    expression (`device_type in X`) instead of an exact cap: the same candidates, so the
+    same assignments; what differs is what expressions cost."""
+    requests = list(requests)
+    if not share:
+        return requests
+    rng = random.Random(f"expr:{seed}")
+    out = []
+    for r in requests:
+        if "device_type" in r["caps"] and rng.random() < share:
+            caps = dict(r["caps"])
+            r = {**r, "caps": caps, "expr": [f"device_type in {caps.pop('device_type')}"]}
+        out.append(r)
+    return out
+
+
 def sched_queue(s: Scheduler, clock: ManualClock, requests: Iterable[dict]) -> list:
     """Queue requests in bulk; those without a ValidAfter become ready together 1 s later.
 
@@ -367,7 +384,7 @@ def sched_queue(s: Scheduler, clock: ManualClock, requests: Iterable[dict]) -> l
     for n, r in enumerate(requests, 1):
         va = ready_at if r["valid_after"] is None else utc_datetime(now + r["valid_after"])
         new(r["caps"], r["priority"], UserInfo(r["groups"]) if r["groups"] else None, va,
-            utc_datetime(now + r["deadline"]), queue_unsatisfiable=True)
+            utc_datetime(now + r["deadline"]), queue_unsatisfiable=True, expr=r.get("expr"))
         if not n & 4095:
             s.drain_effects()
             drain_changes(s)
@@ -390,7 +407,7 @@ def _give_jobs(s: Scheduler, workers: list[dict], deadline: datetime) -> dict[st
 
 # ----------------------------------------------------------------------------- S1 scheduler
 def s1_scheduler(kind: str, W: int, R: int, seed: int = SEED,
-                 budget: float = DEFAULT_BUDGET) -> dict[str, Any]:
+                 budget: float = DEFAULT_BUDGET, expr_share: float = 0.0) -> dict[str, Any]:
     """R requests queued, all workers in MAINTENANCE; then each worker: set IDLE, prepared.
 
     Timed: set_state(IDLE) + drain_effects + worker_prepared + drain_effects
@@ -398,7 +415,7 @@ def s1_scheduler(kind: str, W: int, R: int, seed: int = SEED,
     """
     f = farm(W, R, seed)
     s, clock = sched_with_workers(kind, f.workers)
-    sched_queue(s, clock, f.requests)
+    sched_queue(s, clock, with_expressions(f.requests, expr_share, seed))
     made: list[tuple[int, str]] = []
     done = 0
     finished = False
@@ -426,7 +443,7 @@ def s1_scheduler(kind: str, W: int, R: int, seed: int = SEED,
 
 # ----------------------------------------------------------------------------- S2 scheduler
 def s2_scheduler(kind: str, W: int, R: int, events: int, seed: int = SEED,
-                 budget: float = DEFAULT_BUDGET) -> dict[str, Any]:
+                 budget: float = DEFAULT_BUDGET, expr_share: float = 0.0) -> dict[str, Any]:
     """All workers RUNNING a job, R waiting; job completions one at a time.
 
     Untimed: close_request(job) (the worker goes to PREPARE). Timed:
@@ -434,13 +451,13 @@ def s2_scheduler(kind: str, W: int, R: int, events: int, seed: int = SEED,
     request). Untimed: a fresh ready request refills the queue.
     """
     f = farm(W, R, seed)
-    refill = more_requests(f.workers, events, seed, R + 1)
+    refill = with_expressions(more_requests(f.workers, events, seed, R + 1), expr_share, seed)
     s, clock = sched_with_workers(kind, f.workers)
     for w in f.workers:
         sched_bring_idle(s, w["uuid"])
     deadline = utc_datetime(clock.now() + 14 * 86400.0)
     jobs = _give_jobs(s, f.workers, deadline)
-    sched_queue(s, clock, f.requests)
+    sched_queue(s, clock, with_expressions(f.requests, expr_share, seed))
     rng = random.Random(f"s2:{seed}")
     uuids = [w["uuid"] for w in f.workers]
     lat: list[int] = []
@@ -477,7 +494,8 @@ def s2_scheduler(kind: str, W: int, R: int, events: int, seed: int = SEED,
                     k += 1
                     s.new_request(r["caps"], r["priority"],
                                   UserInfo(r["groups"]) if r["groups"] else None, None,
-                                  utc_datetime(now + r["deadline"]), queue_unsatisfiable=True)
+                                  utc_datetime(now + r["deadline"]), queue_unsatisfiable=True,
+                                  expr=r.get("expr"))
                     for req_id, who in _starts(s.drain_effects()):
                         jobs[who] = req_id
                 drain_changes(s)
@@ -513,7 +531,8 @@ def s3_scheduler_state(kind: str, W: int, R: int, seed: int = SEED, idle_share: 
 
 
 def s3_scheduler(kind: str, W: int, R: int, calls: int, seed: int = SEED,
-                 budget: float = DEFAULT_BUDGET, idle_share: float = 0.10) -> dict[str, Any]:
+                 budget: float = DEFAULT_BUDGET, idle_share: float = 0.10,
+                 expr_share: float = 0.0) -> dict[str, Any]:
     """90% of workers RUNNING, 10% IDLE, a backlog no idle worker serves; arrivals.
 
     Timed: new_request (with its satisfiability check, as the server does) +
@@ -529,17 +548,18 @@ def s3_scheduler(kind: str, W: int, R: int, calls: int, seed: int = SEED,
     sw = switches
     pre: list[bool] = []
     now = clock.now()
+    stream = with_expressions(stream, expr_share, seed)
     args = [(r["caps"], r["priority"], UserInfo(r["groups"]) if r["groups"] else None,
              None if r["valid_after"] is None else utc_datetime(now + r["valid_after"]),
-             utc_datetime(now + r["deadline"])) for r in stream]
+             utc_datetime(now + r["deadline"]), r.get("expr")) for r in stream]
     new = s.new_request
     _collect()
     try:
         with time_budget(budget):
-            for caps, prio, owner, va, dl in args:
+            for caps, prio, owner, va, dl, expr in args:
                 c0 = sw()
                 t0 = ns()
-                new(caps, prio, owner, va, dl)
+                new(caps, prio, owner, va, dl, expr=expr)
                 effects = s.drain_effects()
                 t1 = ns()
                 lat.append(t1 - t0)
