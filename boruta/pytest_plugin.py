@@ -92,9 +92,11 @@ class Wish:
 
     caps: Mapping[str, str]
     priority: int
+    expr: tuple[str, ...] = ()           # capability expressions, canonical
 
     def caps_text(self) -> str:
-        return " ".join(f"{key}={value}" for key, value in self.caps.items())
+        return " ".join([*(f"{key}={value}" for key, value in self.caps.items()),
+                         *(repr(e) for e in self.expr)])
 
     def describe(self) -> str:
         return f"{self.caps_text()}, priority {self.priority}"
@@ -112,7 +114,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(KEY=VALUE..., caps={{...}}, priority=N): the capabilities "
+        "markers", f"{MARKER}(KEY=VALUE..., caps={{...}}, expr=[...], priority=N): the capabilities "
                    f"(and priority) of the board the {FIXTURE} fixture requests")
 
 
@@ -254,6 +256,7 @@ def wish_for(item: pytest.Item, settings: Settings) -> Wish:
                     or not 1 <= priority <= 16:
                 raise ValueError(f"the marker's priority must be a whole number from 1 "
                                  f"(most important) to 16, not {priority!r}")
+        expr = marker_expressions(kwargs.pop("expr", None))
         extra = kwargs.pop("caps", None) or {}
         if not isinstance(extra, Mapping):
             raise ValueError(f"the marker's caps= must be a dict, not {extra!r}")
@@ -265,12 +268,29 @@ def wish_for(item: pytest.Item, settings: Settings) -> Wish:
                 raise ValueError(f"capability {key!r} given twice "
                                  f"({caps[key]!r} and {value!r})")
             caps[key] = value
-    if not caps:
+    else:
+        expr = ()
+    if not caps and not expr:
         caps = dict(settings.caps or {})
-    if not caps:
+    if not caps and not expr:
         raise ValueError(f"which board? give the test @pytest.mark.{MARKER}(KEY=VALUE...), "
                          "or run with --boruta-caps KEY=VALUE (or boruta_caps in the ini file)")
-    return Wish(caps, priority)
+    return Wish(caps, priority, expr)
+
+
+def marker_expressions(given: Any) -> tuple[str, ...]:
+    """The marker's expr=[...]: capability expressions ('serial in 57600,115200',
+    'voltage 2.9..3.6', 'hdmi != yes', 'sdmux?', '!sdmux'), checked here, canonical."""
+    if given is None:
+        return ()
+    if isinstance(given, str) or not isinstance(given, (list, tuple)):
+        raise ValueError(f"the marker's expr= must be a list of expressions, not {given!r}")
+    from boruta.core.capexpr import parse_terms
+    from boruta.core.errors import BadArgumentError
+    try:
+        return tuple(term.text for term in parse_terms(list(given)))
+    except BadArgumentError as exc:
+        raise ValueError(f"the marker's expr=: {exc.message}") from None
 
 
 # ---------------------------------------------------------------------- the board's life
@@ -324,7 +344,8 @@ def held_board(settings: Settings, wish: Wish, say: Callable[[str], None],
     try:
         try:
             req_id = client.new_request(dict(wish.caps), wish.priority,
-                                        lease=settings.lease or DEFAULT_LEASE)
+                                        lease=settings.lease or DEFAULT_LEASE,
+                                        expr=list(wish.expr) or None)
         except NoMatchingWorkerError:
             raise NoBoard(f"no worker of the farm at {client.endpoint} has "
                           f"{wish.caps_text()}, in any state") from None

@@ -389,6 +389,8 @@ def test_a_test_without_caps_is_a_usage_error_before_anything_runs(
     ("boruta(ram=4)", "keys and values are strings (write ram='4')"),
     ("boruta(caps=['rpi4'])", "caps= must be a dict"),
     ("boruta(usb='yes', caps={'usb': 'no'})", "capability 'usb' given twice"),
+    ("boruta(expr='sdmux?')", "expr= must be a list of expressions"),
+    ("boruta(expr=['voltage 3.6..2.9'])", "expr=: capability expression"),
 ])
 def test_a_bad_marker_is_a_usage_error_naming_the_test(
         pytester: pytest.Pytester, marker: str, problem: str) -> None:
@@ -426,3 +428,10 @@ def test_a_bad_ini_setting_is_a_usage_error_naming_the_file(pytester: pytest.Pyt
             pass
         """)
     assert "boruta_timeout in " in text and "tox.ini" in text and "'forever'" in text, text
+
+
+def test_a_marker_s_expressions_are_canonical() -> None:
+    from boruta.pytest_plugin import marker_expressions
+    assert marker_expressions(["serial in 115200,57600", "!sdmux", "!sdmux"]) == \
+        ("!sdmux", "serial in 115200,57600")
+    assert marker_expressions(None) == ()
