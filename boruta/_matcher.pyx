@@ -1599,5 +1599,212 @@ cdef class CompiledMatcher:
         return True
 
 
+    # ================================================================ explain: candidates, count_ahead
+    # Why a request waits: which workers could ever serve it, and how many ready
+    # requests those workers will serve first. Read-only; nothing here changes state.
+    cdef int _query(self, object caps, object groups, list bits, list gl) except -1:
+        """Interns nothing: 1 and the bits/gids of these caps and groups, or 0 when
+        no registered worker can serve them (an unknown cap, only unknown groups)."""
+        cdef tuple gs = tuple(groups)
+        for k, v in dict(caps).items():
+            if k == UUID_KEY:
+                continue
+            b = self.cap_ids.get((k, v))
+            if b is None:
+                return 0
+            bits.append(b)
+        for g in gs:
+            b = self.grp_ids.get(g)
+            if b is not None:
+                gl.append(b)
+        if (gs and not gl) or not self.workers:
+            return 0
+        self._ensure_ranks()
+        return 1
+
+    cdef inline uint64_t _word(self, uint64_t x, Py_ssize_t wi, int32_t* cb, int nc,
+                               int32_t* cg, int ng) noexcept nogil:
+        """x (word wi of some row) & AND(cap rows) & OR(group rows), word wi."""
+        cdef Py_ssize_t nw = self.nwords
+        cdef uint64_t y
+        cdef int j
+        for j in range(nc):
+            if x == 0:
+                return 0
+            x &= self.cap_rows[cb[j] * nw + wi]
+        if ng and x:
+            y = 0
+            for j in range(ng):
+                y |= self.grp_rows[cg[j] * nw + wi]
+            x &= y
+        return x
+
+    def candidates(self, caps, groups):
+        """UUIDs of every registered worker (any state) serving these, sorted."""
+        cdef list bits = []
+        cdef list gl = []
+        cdef list out = []
+        cdef int32_t* cb
+        cdef int32_t* cg
+        cdef Py_ssize_t i, wi, nb, ng
+        cdef uint64_t x
+        cdef _Worker w
+        cdef dict c = dict(caps)
+        if not self._query(c, groups, bits, gl):
+            return out
+        nb = len(bits)
+        ng = len(gl)
+        cb = <int32_t*>_realloc(NULL, (nb + ng + 1) * sizeof(int32_t))
+        cg = cb + nb
+        try:
+            for i in range(nb):
+                cb[i] = <int32_t>bits[i]
+            for i in range(ng):
+                cg[i] = <int32_t>gl[i]
+            if UUID_KEY in c:
+                for ow in self.uuidcap_idx.get(c[UUID_KEY], ()):
+                    w = <_Worker>ow
+                    if self._worker_serves(w, cb, nb, cg, ng):
+                        out.append(w.uuid)
+            else:
+                for wi in range(self.nwords):
+                    x = self._word(self.all_row[wi], wi, cb, nb, cg, ng)
+                    while x:
+                        out.append((<_Worker>self.rank_w[(wi << 6) + boruta_ctz64(x)]).uuid)
+                        x &= x - 1
+        finally:
+            PyMem_Free(cb)
+        out.sort()
+        return out
+
+    cdef Py_ssize_t _count_below(self, Py_ssize_t cid, Py_ssize_t i, uint64_t lim) noexcept nogil:
+        """Heap entries at i and below whose (priority, seq) is before lim (a key >> 24).
+        A min-heap: below an entry that is not before lim, nothing is."""
+        if i >= self.cls[cid].size or (self._hget(cid, i) >> 24) >= lim:
+            return 0
+        return 1 + self._count_below(cid, 2 * i + 1, lim) + self._count_below(cid, 2 * i + 2, lim)
+
+    cdef Py_ssize_t _count_trie(self, int32_t nid, uint64_t* acc, Py_ssize_t depth,
+                                char* inunion, int32_t* nzw, Py_ssize_t nnz,
+                                uint64_t lim) noexcept nogil:
+        """Requests before lim in the unpinned classes of nid's subtree that a candidate
+        serves. acc + depth*nnz holds, for each candidate word, the candidates having
+        every cap of nid; a child's row is its parent's & the edge's cap row, and a
+        subtree no candidate has the caps of is skipped."""
+        cdef Node* nd = &self.nodes[nid]
+        cdef uint64_t* mine = acc + depth * nnz
+        cdef uint64_t* below = mine + nnz
+        cdef Py_ssize_t total = 0, k, j, nw = self.nwords
+        cdef int32_t cid, child, bit, gs
+        cdef uint64_t any_, y
+        if nd.nogroup >= 0:
+            total += self._count_below(nd.nogroup, 0, lim)   # mine is not empty here
+        for k in range(nd.ngp):
+            cid = nd.gp[2 * k + 1]
+            gs = self.cls[cid].gs
+            # a class is listed once per group: count it at its first one
+            if nd.gp[2 * k] != self.gs_ptr[gs][0]:
+                continue
+            for j in range(nnz):
+                y = 0
+                for bit in range(self.gs_len[gs]):
+                    y |= self.grp_rows[self.gs_ptr[gs][bit] * nw + nzw[j]]
+                if mine[j] & y:
+                    total += self._count_below(cid, 0, lim)
+                    break
+        for k in range(nd.nch):
+            bit = nd.ch[2 * k]
+            child = nd.ch[2 * k + 1]
+            if not inunion[bit] or self.nodes[child].live <= 0:
+                continue
+            any_ = 0
+            for j in range(nnz):
+                below[j] = mine[j] & self.cap_rows[bit * nw + nzw[j]]
+                any_ |= below[j]
+            if any_:
+                total += self._count_trie(child, acc, depth + 1, inunion, nzw, nnz, lim)
+        return total
+
+    def count_ahead(self, priority, seq, candidate_uuids):
+        """Ready requests before (priority, seq) that some of these workers serve."""
+        cdef int64_t prio = priority
+        cdef int64_t sq = seq
+        cdef uint64_t lim
+        cdef uint64_t* cand
+        cdef int32_t* nzw
+        cdef char* inunion
+        cdef Py_ssize_t nnz = 0, total = 0, wi, k, nbits, depth
+        cdef uint64_t* acc
+        cdef int32_t pid, cid
+        cdef Node* nd
+        cdef _Worker w, pw
+        if prio < 1 or prio > 16:
+            raise ValueError(f"priority {priority} outside 1..16")
+        if sq < 0 or sq >= MAX_SEQ:
+            raise ValueError(f"seq {seq} outside 0..2**36-1")
+        lim = (<uint64_t>(prio - 1) << 36) | <uint64_t>sq
+        ws = [self.workers[u] for u in candidate_uuids if u in self.workers]
+        if not ws or self.n_ready == 0:
+            return 0
+        self._ensure_ranks()
+        nbits = len(self.cap_keys)
+        cand = <uint64_t*>_realloc(NULL, self.nwords * sizeof(uint64_t))
+        nzw = <int32_t*>PyMem_Malloc(self.nwords * sizeof(int32_t) + 1)
+        inunion = <char*>PyMem_Malloc(nbits + 1)
+        if nzw == NULL or inunion == NULL:
+            PyMem_Free(cand)
+            PyMem_Free(nzw)
+            PyMem_Free(inunion)
+            raise MemoryError()
+        try:
+            memset(cand, 0, self.nwords * sizeof(uint64_t))
+            memset(inunion, 0, nbits + 1)
+            pins = set()
+            for ow in ws:
+                w = <_Worker>ow
+                cand[w.rank >> 6] |= (<uint64_t>1) << (w.rank & 63)
+                for k in range(w.nc):
+                    inunion[w.cbits[k]] = 1
+                if w.uuidcap is not NOPIN:
+                    pins.add(w.uuidcap)
+            for wi in range(self.nwords):
+                if cand[wi]:
+                    nzw[nnz] = <int32_t>wi
+                    nnz += 1
+            if self.nodes[0].live > 0:
+                depth = 1
+                for k in range(self.nd_n):
+                    if self.nodes[k].bit != FREE_NODE and self.nodes[k].nc + 1 > depth:
+                        depth = self.nodes[k].nc + 1
+                acc = <uint64_t*>_realloc(NULL, depth * (nnz + 1) * sizeof(uint64_t))
+                try:
+                    for k in range(nnz):
+                        acc[k] = cand[nzw[k]]
+                    total = self._count_trie(0, acc, 0, inunion, nzw, nnz, lim)
+                finally:
+                    PyMem_Free(acc)
+            for pin in pins:                       # pinned classes: their pin's candidates
+                opid = self.pin_ids.get(pin)
+                if opid is None:
+                    continue
+                pid = opid
+                for k in range(self.pn_n[pid]):
+                    cid = self.pn_cls[pid][k]
+                    nd = &self.nodes[self.cls[cid].node]
+                    for opw in self.uuidcap_idx.get(pin, ()):
+                        pw = <_Worker>opw
+                        if ((cand[pw.rank >> 6] >> (pw.rank & 63)) & 1 and self._worker_serves(
+                                pw, nd.bits, nd.nc, self.gs_ptr[self.cls[cid].gs],
+                                self.gs_len[self.cls[cid].gs])):
+                            total += self._count_below(cid, 0, lim)
+                            break
+        finally:
+            PyMem_Free(cand)
+            PyMem_Free(nzw)
+            PyMem_Free(inunion)
+        return total
+
+
 def _rank_key(_Worker w):
     return (w.penalty, w.uuid)
+

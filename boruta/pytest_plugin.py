@@ -398,7 +398,7 @@ def wait_for_board(client: Client, req_id: int, wish: Wish, timeout: float,
             state, ahead = queue_place(client, req_id)
             waited = format_duration(time.monotonic() - started)
             say(f"boruta: request {req_id} ({wish.describe()}) still {state} after "
-                f"{waited}{_ahead(ahead)}")
+                f"{waited}{_ahead(ahead)}{expected_start_note(client, req_id)}")
             said = True
             pause = min(pause * 2, PROGRESS_MAX)
             continue
@@ -438,6 +438,20 @@ def queue_place(client: Client, req_id: int) -> tuple[str, int | None]:
         return str(client.get_request_info(req_id).state), None
     except BorutaError:
         return "in an unknown state", None
+
+
+def expected_start_note(client: Client, req_id: int) -> str:
+    """`; expected to start in about 5m (...)`, with a warning when its deadline is
+    unlikely to be met; "" when the server has no estimate (or no `explain_request`)."""
+    from boruta.cli.explain_output import start_phrase
+    from boruta.core.errors import BorutaError
+    if not hasattr(client, "explain_request"):
+        return ""
+    try:
+        phrase = start_phrase(client.explain_request(req_id))
+    except BorutaError:
+        return ""
+    return f"; {phrase}" if phrase else ""
 
 
 def _ahead(ahead: int | None) -> str:

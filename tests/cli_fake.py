@@ -127,6 +127,10 @@ class FakeClient:
             "dryad_list": [{"uuid": W1, "key": PUB2}],
             "renew_leases": lambda ids: {"held": list(ids), "lost": []},
             "queue_position": {"state": "WAITING", "ahead": 3, "ready": 12},
+            "explain_request": {"id": 7, "state": "WAITING", "priority": 8, "ready": True,
+                                "held_by": "queue", "candidates": 2,
+                                "candidate_states": {"RUNNING": 2}, "misses": [], "ahead": 1,
+                                "expected_start": None, "estimate_basis": None, "late": False},
         }
 
     def open(self, endpoint: str, timeout: float, **kw: Any) -> "FakeClient":

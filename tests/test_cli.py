@@ -220,6 +220,7 @@ SAMPLE_ARGS = {
     "request update": ["7", "--priority", "2"],
     "request close": ["7"], "request acquire": ["7"], "request prolong": ["7"],
     "request wait": ["7"], "request renew": ["7"], "request position": ["7"],
+    "request explain": ["7"],
     "worker show": [W1], "worker set-state": [W1, "idle"],
     "worker set-groups": [W1, "lab"], "worker deregister": [W1], "worker healthcheck": [W1],
     "admin user add": ["bob"], "admin user set": ["alice", "--max-open", "3"],

@@ -83,6 +83,7 @@ OPERATION_COMMANDS: dict[str, str] = {
     "wait_request": "request wait",
     "renew_leases": "request renew",
     "queue_position": "request position",
+    "explain_request": "request explain",
     "list_workers": "worker list",
     "get_worker_info": "worker show",
     "set_state": "worker set-state",

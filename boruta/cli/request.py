@@ -26,7 +26,9 @@ from boruta.cli.options import (
     show,
     wait_timeout,
 )
+from boruta.cli.explain_output import format_explanation, start_phrase
 from boruta.cli.session import client_session, fetch_after, report_change
+from boruta.core.errors import BorutaError
 from boruta.core.types import HI_PRIO, LO_PRIO, ReqState, RequestFilter
 from boruta.transport.leases import DEFAULT_LEASE
 
@@ -188,7 +190,24 @@ def request_show(req_id: int) -> None:
       boruta request show 7
     """
     with client_session() as client:
-        show(client.get_request_info(req_id), out.print_request)
+        info = client.get_request_info(req_id)
+        estimate = (_start_estimate(client, req_id)
+                    if info.state is ReqState.WAIT and not json_mode() else None)
+    show(info, lambda r: _print_with_estimate(r, estimate))
+
+
+def _start_estimate(client: Any, req_id: int) -> str | None:
+    """A waiting request's expected start in words; None when the server cannot say."""
+    try:
+        return start_phrase(client.explain_request(req_id))
+    except BorutaError:                     # an older server (unknown operation), or gone
+        return None
+
+
+def _print_with_estimate(info: Any, estimate: str | None) -> None:
+    out.print_request(info)
+    if estimate:
+        click.echo(f"Estimate: {estimate}")
 
 
 @request.command("update")
@@ -310,6 +329,25 @@ def request_position(req_id: int) -> None:
     with client_session() as client:
         doc = client.queue_position(req_id)
     show(doc, lambda d: click.echo(out.queue_place(req_id, d)))
+
+
+@request.command("explain")
+@click.argument("req_id", metavar="ID", type=REQ_ID)
+@global_options()
+def request_explain(req_id: int) -> None:
+    """Why a request waits, and when it is expected to start.
+
+    Its candidate workers by state, the terms that rule out the nearest
+    misses, how many ready requests its candidates serve first, and what
+    holds it.
+
+    \b
+    Example:
+      boruta request explain 7
+    """
+    with client_session() as client:
+        doc = client.explain_request(req_id)
+    show(doc, lambda d: click.echo(format_explanation(d)))
 
 
 @request.command("wait")

@@ -136,3 +136,25 @@ class ReferenceMatcher:
 
     def idle_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.idle)
+
+    # -- explain: why a request waits ---------------------------------------
+    def candidates(self, caps: Mapping[str, str], groups: Sequence[str]) -> list[str]:
+        """UUIDs of every registered worker (any state) serving these, sorted."""
+        caps = dict(caps)
+        return sorted(w.uuid for w in self._workers.values() if w.serves(caps, groups))
+
+    def count_ahead(self, priority: int, seq: int, candidate_uuids: Iterable[str]) -> int:
+        """Ready requests before (priority, seq) that some of these workers serve."""
+        if not 1 <= priority <= 16:
+            raise ValueError(f"priority {priority} outside 1..16")
+        if not 0 <= seq < 2 ** 36:
+            raise ValueError(f"seq {seq} outside 0..2**36-1")
+        workers = [self._workers[u] for u in set(candidate_uuids) if u in self._workers]
+        ahead = 0
+        for prio, sq, req_id in self._order:
+            if (prio, sq) >= (priority, seq):
+                break
+            _, _, caps, groups = self._ready[req_id]
+            if any(w.serves(caps, groups) for w in workers):
+                ahead += 1
+        return ahead

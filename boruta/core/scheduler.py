@@ -32,6 +32,8 @@ from boruta.core import effects
 from boruta.core.capexpr import Term, TermBook, parse_terms, term_caps
 from boruta.core.clock import Clock, SystemClock
 from boruta.core.config import SchedulerConfig
+from boruta.core.estimate import Estimate, JobDurations
+from boruta.core.explain import Explanation, explain
 from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
                                 ForbiddenStateChangeError, InMaintenanceError,
                                 InvalidTimeRangeError, ModificationForbiddenError,
@@ -333,6 +335,7 @@ class Scheduler:
         """Normal end of a job: DONE, tunnel closed, worker prepared afresh."""
         uuid = req.job_worker
         self._end_request(req, state, reason)
+        self._job_ended(req)
         if uuid is None:
             return
         worker = self._workers.get(uuid)
@@ -1119,3 +1122,34 @@ class Scheduler:
         return {"requests": len(self._requests), "workers": len(self._workers),
                 "ready": self._matcher.ready_count(), "idle": self._matcher.idle_count(),
                 "timers": len(self._timers)}
+
+    # --- explain and estimate
+    def explain(self, req_id: int) -> Explanation:
+        """Why request `req_id` waits (or not), and when it is expected to start."""
+        self.advance()
+        return explain(self, self._get_request(req_id))
+
+    def expected_start(self, req_id: int) -> Estimate | None:
+        """A WAITING request's expected start (boruta.core.estimate); None otherwise."""
+        return self.explain(req_id).estimate
+
+    @property
+    def job_durations(self) -> JobDurations:
+        """Recent job durations per device type, fed by `_job_ended` (made on first use)."""
+        books = self.__dict__.get("_job_durations")
+        if books is None:
+            books = self._job_durations = JobDurations()
+        return books
+
+    def _job_start(self, req: _Request) -> float | None:
+        """When req's job started, if its timeout says so (never prolonged, not clamped)."""
+        if req.job_timeout is None or req.prolongs or req.job_timeout >= LATEST_TIMESTAMP:
+            return None
+        return req.job_timeout - self.config.job_timeout
+
+    def _job_ended(self, req: _Request) -> None:
+        """Hook, where a job ends normally (DONE): its duration feeds the estimates."""
+        start = self._job_start(req)
+        worker = self._workers.get(req.job_worker) if req.job_worker is not None else None
+        if start is not None and worker is not None and req.state is ReqState.DONE:
+            self.job_durations.record(worker.caps.get("device_type", ""), self._now - start)

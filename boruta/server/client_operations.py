@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import boruta
 from boruta.core.errors import PriorityError
+from boruta.core.explain import to_doc as explain_doc
 from boruta.core.types import HI_PRIO, LO_PRIO
 from boruta.server.endpoint import Call
 from boruta.server.parked import PARKED
@@ -59,6 +60,9 @@ class ClientOperations:
     def op_queue_position(self, call: Call, a: dict[str, Any]) -> Any:
         state, ahead, ready = self.app.sched.queue_position(a["id"])
         return {"state": str(state), "ahead": ahead, "ready": ready}
+
+    def op_explain_request(self, call: Call, a: dict[str, Any]) -> Any:
+        return explain_doc(self.app.sched.explain(a["id"]))
 
     def op_update_request(self, call: Call, a: dict[str, Any]) -> Any:
         priority = a["priority"]

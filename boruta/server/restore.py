@@ -27,7 +27,8 @@ log = logging.getLogger("boruta.server")
 
 HISTORY_CHUNK = 5_000        # finished requests loaded per loop iteration after a restart
 ID_OPS = frozenset({"update_request", "close_request", "get_request_info", "acquire_worker",
-                    "prolong_access", "wait_request", "queue_position"})
+                    "prolong_access", "wait_request", "queue_position",
+                    "explain_request"})
 
 
 @contextlib.contextmanager

@@ -241,6 +241,15 @@ CLIENT_OPS: dict[str, Operation] = _table(
         args=(_id(),), result='{"state", "ahead", "ready"}', errors=(NotFoundError,),
         idempotent=True),
     Operation(
+        "explain_request", CLIENT,
+        "Why a request waits: its candidate workers by state, the nearest misses, how "
+        "many ready requests they serve first, what holds it, its expected start.",
+        args=(_id(),),
+        result='{"id", "state", "priority", "ready", "held_by", "held_by_text", "candidates", '
+               '"candidate_states", "misses", "ahead", "valid_after", "deadline", '
+               '"expected_start", "estimate_basis", "late"}',
+        errors=(NotFoundError,), idempotent=True),
+    Operation(
         "update_request", CLIENT, "Change a WAITING request's priority or times.",
         args=(_id(), Arg("priority", "int", a.opt(a.as_int), doc="nil or 0: unchanged"),
               Arg("valid_after", "time", a.opt(a.as_time), doc="nil: unchanged",
