@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import statistics
 import sys
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 from bench import scenarios as sc
+from bench.e2e_common import write_json
 from bench.farm import DEVICE_TYPES, farm
 
 
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['count_ahead_median_ms']:.3f} ms; median {result['median_candidates']} "
               f"candidates, {result['median_ahead']} ahead  [setup {result['setup_s']} s]",
               flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return 0
 
 

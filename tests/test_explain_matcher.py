@@ -17,7 +17,7 @@ from hypothesis.stateful import precondition, rule
 
 from boruta.core.reference import ReferenceMatcher
 from test_matcher_differential import (UUIDS, MatcherPair, _random_farm, _random_request,
-                                       req_group_lists, request_caps)
+                                       matcher_pair, req_group_lists, request_caps)
 
 _matcher = pytest.importorskip("boruta._matcher")
 CompiledMatcher = _matcher.CompiledMatcher
@@ -58,10 +58,7 @@ TestExplainPair.settings = settings(max_examples=150, stateful_step_count=60, de
 def test_large_farm_candidates_and_ahead_identical(seed):
     rng = random.Random(seed)
     types, ifaces, groups, workers = _random_farm(rng, 300)
-    ref, comp = ReferenceMatcher(), CompiledMatcher()
-    for uuid, caps, grps in workers:
-        ref.add_worker(uuid, caps, grps)
-        comp.add_worker(uuid, caps, grps)
+    ref, comp = matcher_pair(workers)
     probes = []
     for req_id in range(1, 3001):
         caps, owner, prio = _random_request(rng, types, ifaces, groups, workers)

@@ -250,6 +250,17 @@ def test_stale_worker_entries_are_refreshed(tune):
 
 # -- larger, seeded ---------------------------------------------------------
 
+def matcher_pair(workers: list, tune: str | None = None) -> tuple:
+    """A reference and a compiled matcher (tuned as `tune` says) with these workers."""
+    ref, comp = ReferenceMatcher(), CompiledMatcher()
+    if tune is not None and TUNES[tune]:
+        comp._tune(*TUNES[tune])
+    for uuid, caps, grps in workers:
+        ref.add_worker(uuid, caps, grps)
+        comp.add_worker(uuid, caps, grps)
+    return ref, comp
+
+
 def _random_farm(rng: random.Random, n_workers: int):
     types = [f"t{i}" for i in range(12)]
     ifaces = [f"if{i}" for i in range(10)]
@@ -283,12 +294,7 @@ def _random_request(rng, types, ifaces, groups, workers):
 def test_large_drain_and_churn_identical(seed, tune):
     rng = random.Random(seed)
     types, ifaces, groups, workers = _random_farm(rng, 200)
-    ref, comp = ReferenceMatcher(), CompiledMatcher()
-    if TUNES[tune]:
-        comp._tune(*TUNES[tune])
-    for uuid, caps, grps in workers:
-        ref.add_worker(uuid, caps, grps)
-        comp.add_worker(uuid, caps, grps)
+    ref, comp = matcher_pair(workers, tune)
     handles = {}
     seq = 0
     for req_id in range(1, 1201):
@@ -350,10 +356,7 @@ def test_churn_one_worker_at_a_time(seed):
     # their class (heads included) so heads and classes keep changing.
     rng = random.Random(seed)
     types, ifaces, groups, workers = _random_farm(rng, 120)
-    ref, comp = ReferenceMatcher(), CompiledMatcher()
-    for uuid, caps, grps in workers:
-        ref.add_worker(uuid, caps, grps)
-        comp.add_worker(uuid, caps, grps)
+    ref, comp = matcher_pair(workers)
     handles = {}
     next_id = 1
 
