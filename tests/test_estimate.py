@@ -7,10 +7,13 @@ from the jobs running on its candidates and the requests ahead of it.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from boruta.core.estimate import (FEW_SLOTS, DurationStats, JobDurations, Slot, expected_start,
-                                  first_free, kth_free)
+from boruta.core.estimate import (FEW_SLOTS, MEDIAN_SHIFT, Arrivals, DurationStats, JobDurations,
+                                  Slot, competing_rate, expected_start, first_free, kth_free,
+                                  passed_share, passes)
 from boruta.testing import InProcessFarm
 from boruta.testing.farm import wuuid
 
@@ -123,3 +126,96 @@ def test_a_job_cut_short_by_failure_is_not_a_duration():
     farm.scheduler.set_fail(wuuid(1), "smoke")
     farm.drain()
     assert farm.scheduler.job_durations.types() == {}
+
+
+RPI4 = ((("device_type", "rpi4"),), ())
+ARMV7 = ((("arch", "armv7"),), ())
+
+
+def test_arrivals_count_better_priorities_per_ask_over_the_ring_span():
+    books = Arrivals(size=4)
+    assert books.better_rates(now=10.0, priority=9) == {}
+    for req_id, (at, priority, wants) in enumerate([(0.0, 2, RPI4), (100.0, 3, RPI4),
+                                                     (200.0, 2, ARMV7), (300.0, 9, RPI4)]):
+        books.record(req_id, at, priority, wants)
+    # over 400 s since the oldest kept: two better rpi4 asks, one armv7; the 9 is not better
+    assert books.better_rates(now=400.0, priority=9) == {RPI4: 2 / 400, ARMV7: 1 / 400}
+    assert books.better_rates(now=400.0, priority=2) == {}             # none better than 2
+    books.record(3, 350.0, 1, RPI4)                   # the same request again: once only
+    assert books.better_rates(now=400.0, priority=9) == {RPI4: 2 / 400, ARMV7: 1 / 400}
+    books.record(4, 400.0, 1, ARMV7)                  # the ring drops the oldest (t=0)
+    assert books.better_rates(now=500.0, priority=9) == {RPI4: 1 / 400, ARMV7: 2 / 400}
+
+
+def test_competing_rate_takes_each_asks_share_of_our_workers():
+    asked = []
+
+    def candidates_of(wants):
+        asked.append(wants)
+        return {RPI4: ["r1", "r2"], ARMV7: ["o1", "o2", "a1", "a2"]}[wants]
+
+    odroid = ((("device_type", "odroid"),), ())
+    ours = {"o1", "o2"}                              # an odroid request's candidates
+    rates = {RPI4: 0.5, ARMV7: 0.2, odroid: 0.1}
+    # armv7 asks take an odroid half the time; rpi4 asks never (their caps say so: no look)
+    got = competing_rate(rates, lambda w: candidates_of(w) if w != odroid else ["o1", "o2"],
+                         ours, our_caps=(("device_type", "odroid"),))
+    assert got == pytest.approx(0.2 * 2 / 4 + 0.1)
+    assert RPI4 not in asked
+
+
+def test_passes_are_counted_at_a_low_median_of_the_expected():
+    ln2 = math.log(2)
+    assert passes(ahead=0, share=0.9) == 0.0           # 0.6 expected: most often none
+    assert passes(ahead=1, share=0.6) == pytest.approx(0.6 * (1 + MEDIAN_SHIFT) - ln2)
+    assert passes(ahead=10, share=0.0) == 0.0
+
+
+def test_better_requests_filed_later_stretch_the_wait_one_free_a_pass():
+    slots = [Slot(100.0, 100.0), Slot(100.0, 100.0)]           # frees 2 per 100 s
+    alone = expected_start(0.0, ahead=4, slots=slots, valid_after=0.0, deadline=1e9)
+    assert alone.start == pytest.approx(300.0, abs=1.0)
+    assert passed_share(slots, competing=0.01) == pytest.approx(0.5)
+    passed = expected_start(0.0, ahead=4, slots=slots, valid_after=0.0, deadline=1e9,
+                            competing=0.01)
+    # half of 4 + 2/3 frees expected to go to them: 2.33 - ln 2 = 1.64 passes counted
+    n = 0.5 * (4 + MEDIAN_SHIFT) - math.log(2)
+    assert passed.start == pytest.approx(300.0 * (1 + n / (4 + MEDIAN_SHIFT)))
+    assert "later, better requests take 50% of their frees: 1.6 expected to pass" in passed.basis
+    assert "later, better" not in alone.basis
+    assert passed_share(slots, competing=1.0) == 1.0       # more than they free: all of them
+
+
+def _file(farm: InProcessFarm, caps: dict, priority: int) -> int:
+    """farm.request, and the filing hook it feeds (a no-op once new_request calls it)."""
+    req_id = farm.request(caps, priority)
+    farm.scheduler._request_filed(farm.scheduler._requests[req_id])
+    return req_id
+
+
+def _estimate_after_a_history(history_priority: int) -> float:
+    """Two rpi4 boards; jobs of 100 s filed at `history_priority`; then a priority 9
+    request waits behind two running jobs and two queued requests: its estimate, from now."""
+    farm = InProcessFarm()
+    for n in range(2):
+        farm.idle(wuuid(n), {"device_type": "rpi4"})
+    for _ in range(4):
+        jobs = [_file(farm, {"device_type": "rpi4"}, history_priority) for _ in range(2)]
+        farm.tick(100.0)
+        for job in jobs:
+            farm.done(job)
+    for _ in range(4):
+        _file(farm, {"device_type": "rpi4"}, 9)
+    waiting = _file(farm, {"device_type": "rpi4"}, 9)
+    return farm.scheduler.expected_start(waiting).start - farm.clock.now()
+
+
+def test_a_history_of_better_filings_makes_a_waiting_request_expect_to_be_passed():
+    # the same day twice; only the history's priority differs: 9 (not better) or 2
+    plain = _estimate_after_a_history(9)
+    passed = _estimate_after_a_history(2)
+    assert plain == pytest.approx(200.0, abs=1.0)     # two queued ahead: the second round
+    # 8 better filings in the 400 s since the first: 2 per 100 s, as fast as the two
+    # boards free, so all of their frees: 2 + 2/3 - ln 2 passes, a free each
+    n = 2 + MEDIAN_SHIFT - math.log(2)
+    assert passed == pytest.approx(plain * (1 + n / (2 + MEDIAN_SHIFT)), abs=2.0)

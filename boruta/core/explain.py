@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from boruta.core.estimate import Estimate, Slot, expected_start, first_free
+from boruta.core.estimate import Estimate, Slot, competing_rate, expected_start, first_free
 from boruta.core.types import ReqState, WorkerState, iso, to_datetime
 
 if TYPE_CHECKING:
@@ -120,7 +120,10 @@ def estimate(sched: Scheduler, req: _Request, candidates: list[str], ahead: int)
     slots = _slots(sched, candidates)
     if slots is None:
         return Estimate(None, "no job has ended yet: no durations to go by")
-    return expected_start(sched._now, ahead, slots, req.valid_after, req.deadline)
+    rates = sched.arrivals.better_rates(sched._now, req.priority)
+    competing = competing_rate(rates, lambda wants: sched._matcher.candidates(*wants),
+                               set(candidates), req.match_caps) if rates else 0.0
+    return expected_start(sched._now, ahead, slots, req.valid_after, req.deadline, competing)
 
 
 def _held_by(req: _Request, now: float, candidates: int, ahead: int | None,

@@ -32,7 +32,7 @@ from boruta.core import effects
 from boruta.core.capexpr import Term, TermBook, parse_terms, term_caps
 from boruta.core.clock import Clock, SystemClock
 from boruta.core.config import SchedulerConfig
-from boruta.core.estimate import Estimate, JobDurations
+from boruta.core.estimate import Arrivals, Estimate, JobDurations
 from boruta.core.explain import Explanation, explain
 from boruta.core.errors import (BadArgumentError, DeadlineInThePastError,
                                 ForbiddenStateChangeError, InMaintenanceError,
@@ -179,6 +179,10 @@ class Scheduler:
         self._ready: dict[int, _Request] = {}
         # Capability expressions in use; workers earn a term cap per term they satisfy.
         self._terms = TermBook(self.config.max_terms)
+        # What the start-time estimates learn from: recent job durations per device
+        # type (fed by _job_ended) and recent filings (fed by _request_filed).
+        self.job_durations = JobDurations()
+        self.arrivals = Arrivals()
 
     @property
     def matcher_kind(self) -> str:
@@ -404,6 +408,7 @@ class Scheduler:
         if terms:
             self._use_terms(req, terms)
         self._requests[req.id] = req
+        self._request_filed(req)
         self._open_by_owner[owner_name] = self._open_by_owner.get(owner_name, 0) + 1
         self._dirty_requests.add(req.id)
         self._effects.append(effects.RequestChanged(req.id, ReqState.WAIT, "created"))
@@ -1133,13 +1138,10 @@ class Scheduler:
         """A WAITING request's expected start (boruta.core.estimate); None otherwise."""
         return self.explain(req_id).estimate
 
-    @property
-    def job_durations(self) -> JobDurations:
-        """Recent job durations per device type, fed by `_job_ended` (made on first use)."""
-        books = self.__dict__.get("_job_durations")
-        if books is None:
-            books = self._job_durations = JobDurations()
-        return books
+    def _request_filed(self, req: _Request) -> None:
+        """Hook, where a request is filed: the rate of better-priority filings that pass
+        a waiting request feeds its estimate."""
+        self.arrivals.record(req.id, self._now, req.priority, (req.match_caps, req.groups))
 
     def _job_start(self, req: _Request) -> float | None:
         """When req's job started, if its timeout says so (never prolonged, not clamped)."""
