@@ -35,13 +35,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import heapq
-import json
 import math
 import random
 import statistics
 import sys
 from typing import Any
 
+from bench.e2e_common import write_json
 from boruta.core import effects
 from boruta.core.estimate import common_period, Slot
 from boruta.core.explain import IN_SERVICE
@@ -319,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['law_median_abs_error_pct']}% (the model on the same: "
                   f"{r['law_model_median_abs_error_pct']}%); best share within 25% it can "
                   f"expect: {100 * r['law_best_within_25pct_share']:.0f}%", flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    write_json(args.json, results)
     return 0
 
 
