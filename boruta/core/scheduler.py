@@ -1128,7 +1128,7 @@ class Scheduler:
                 "ready": self._matcher.ready_count(), "idle": self._matcher.idle_count(),
                 "timers": len(self._timers)}
 
-    # --- explain and estimate
+    # ------------------------------------------------------------------ explain and estimate
     def explain(self, req_id: int) -> Explanation:
         """Why request `req_id` waits (or not), and when it is expected to start."""
         self.advance()
