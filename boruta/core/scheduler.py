@@ -429,7 +429,8 @@ class Scheduler:
         """Could a registered worker ever serve these? Terms already in use are term caps
         the matcher knows; a term new to the farm is checked against each worker once."""
         if not fresh:
-            return self._matcher.satisfiable({**wanted, **term_caps(terms)}, groups)
+            return self._matcher.satisfiable({**wanted, **term_caps(terms)} if terms else wanted,
+                                             groups)
         return any(caps_satisfied(wanted, w.caps) and groups_satisfied(groups, w.groups)
                    and all(t.holds(w.caps) for t in terms) for w in self._workers.values())
 
